@@ -1,0 +1,24 @@
+"""adjointlib: gradients through diffusion-model samplers (AdjointDEIS, Blasingame & Liu, NeurIPS 2024).
+
+Layout: ``schedules`` (α, σ, λ), ``grids`` (time grids), ``steps`` (stateless solver and adjoint
+steps), ``solvers`` (forward sampling), ``adjoint`` (AdjointDEIS), ``sample`` (the differentiable
+sampler), ``encoders`` (DDIM inversion, Cycle-SDE), ``models`` (the ε-model convention and
+adapters), ``toy`` (exact Gaussian oracle), ``brownian`` (consistent SDE noises).
+"""
+from . import toy
+from .adjoint import adjoint_deis
+from .brownian import BrownianPath
+from .encoders import cycle_sde_encode, ddim_invert
+from .grids import time_grid
+from .models import DiffusersUNet, EpsilonFromV, EpsilonFromX0, as_epsilon_model
+from .sample import sample
+from .schedules import CosineVP, DiscreteVP, LinearVP, VPSchedule
+from .solvers import Trajectory, solve
+
+__all__ = [
+    "sample", "solve", "adjoint_deis", "Trajectory", "time_grid",
+    "LinearVP", "CosineVP", "DiscreteVP", "VPSchedule",
+    "ddim_invert", "cycle_sde_encode", "BrownianPath",
+    "DiffusersUNet", "EpsilonFromX0", "EpsilonFromV", "as_epsilon_model", "toy",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,87 @@
+"""Encoders: find the x_T (and, for the SDE, the noises) that the sampler maps to a given x_0.
+
+- ``ddim_invert``: exact DDIM inversion.  Each DDIM step x_t = (α_t/α_s) x_s − σ_t (e^h − 1) ε(x_s)
+  is inverted by the fixed-point iteration x_s ← (α_s/α_t) (x_t + σ_t (e^h − 1) ε(x_s)), started
+  from the usual inversion step (ε(x_t) in place of ε(x_s)), so that re-running DDIM returns x_0
+  to float precision (when the iteration converges: small enough steps and a Lipschitz ε).
+- ``cycle_sde_encode``: Cycle-SDE noise encoding (paper eq. 3.7; Wu & De la Torre 2023): draw
+  x_{t_i} ~ q(x_{t_i} | x_0) independently, set the last state to x_0 itself, and solve each
+  SDE-DPM-Solver-1 step (eq. 3.6) for its noise.  Re-running the SDE sampler with these noises
+  reproduces x_0 to float precision.
+Derived in derivations/sde_adjoint.py (3.7).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from .grids import resolve_grid
+from .models import call_model
+from .solvers import check_conditions, condition_at
+from .steps import ddim_step
+from .validation import check_state
+
+__all__ = ["ddim_invert", "cycle_sde_encode"]
+
+
+def _coefficients(schedule, s, t):
+    t2 = torch.stack([torch.as_tensor(s), torch.as_tensor(t)])
+    (a_s, a_t), sg_t, (l_s, l_t) = schedule.alpha(t2).tolist(), float(schedule.sigma(t2)[1]), schedule.lam(t2).tolist()
+    return a_s, a_t, sg_t, l_t - l_s
+
+
+def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None, max_iters: int = 100,
+                tol: float | None = None, progress: bool | None = None):
+    """x_T such that DDIM over the same grid maps it to ``x0`` (fixed-point inversion, see module doc).
+
+    x0: (b, ...); z as for ``sample``; steps: int or explicit grid (same as the sampler's).
+    tol: stop a step's iteration when max |Δx_s| ≤ tol (default 8·eps(dtype)·max(1, |x_s|_∞)).
+    Raises RuntimeError if an iteration does not reach tol in ``max_iters``.  Returns x_T, (b, ...).
+    """
+    check_state(x0, "x0")
+    times = resolve_grid(schedule, steps, t_start, t_end)
+    check_conditions(z, x0, len(times) - 1)
+    x_t = x0
+    for i in tqdm(reversed(range(len(times) - 1)), total=len(times) - 1, desc="DDIM inversion",
+                  disable=progress is not True, leave=False):
+        s, t = times[i], times[i + 1]
+        zi = condition_at(z, i)
+        a_s, a_t, sg_t, h = _coefficients(schedule, s, t)
+        x_s = ddim_step(schedule, x_t, t, s, call_model(model, x_t, float(t), zi))
+        limit = tol if tol is not None else 8 * torch.finfo(x0.dtype).eps
+        for _ in range(max_iters):
+            new = (a_s / a_t) * (x_t + sg_t * math.expm1(h) * call_model(model, x_s, float(s), zi))
+            change = float((new - x_s).abs().max())
+            x_s = new
+            if change <= limit * max(1.0, float(x_s.abs().max())):
+                break
+        else:
+            raise RuntimeError(f"DDIM inversion did not converge at t={float(s):.6g} (last change {change:.3g}); "
+                               "use more steps")
+        x_t = x_s
+    return x_t
+
+
+def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None, generator=None):
+    """(x_T, noises) for SDE-DPM-Solver-1 reproducing ``x0`` (paper eq. 3.7).
+
+    ξ_i = (x_{t_{i+1}} − (α_t/α_s) x_{t_i} + 2σ_t (e^h − 1) ε_θ(x_{t_i}, z, t_i)) / (σ_t sqrt(e^{2h} − 1)),
+    h = λ_{t_{i+1}} − λ_{t_i} > 0, with x_{t_i} = α_{t_i} x_0 + σ_{t_i} n_i (independent n_i) for
+    i < N and x_{t_N} = x_0.  Shapes: x0 (b, ...) → x_T (b, ...), noises (N, b, ...).
+    """
+    check_state(x0, "x0")
+    times = resolve_grid(schedule, steps, t_start, t_end)
+    n = len(times) - 1
+    check_conditions(z, x0, n)
+    alphas, sigmas = schedule.alpha(times).tolist(), schedule.sigma(times).tolist()
+    draws = torch.randn((n, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device)
+    states = [alphas[i] * x0 + sigmas[i] * draws[i] for i in range(n)] + [x0]
+    noises = torch.empty_like(draws)
+    for i in range(n):
+        a_s, a_t, sg_t, h = _coefficients(schedule, times[i], times[i + 1])
+        eps = call_model(model, states[i], float(times[i]), condition_at(z, i))
+        noises[i] = (states[i + 1] - (a_t / a_s) * states[i] + 2 * sg_t * math.expm1(h) * eps) / (
+            sg_t * math.sqrt(math.expm1(2 * h)))
+    return states[0], noises

@@ -1,0 +1,127 @@
+"""The model convention and adapters to it.
+
+Convention: ``model(x, t, z) -> eps`` with x of shape (b, ...), t of shape (b,) in the
+schedule's time units, z the conditional information (tensor with batch dimension b, or
+None), and eps ε_θ(x_t, z, t) ≈ −σ_t ∇log p_t(x_t) shaped like x (paper §1.1).
+Adapters turn x₀- and v-prediction models into ε-prediction and wrap diffusers UNets.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .schedules import VPSchedule
+from .validation import check_model_output
+
+__all__ = [
+    "call_model",
+    "model_vjp",
+    "EpsilonFromX0",
+    "EpsilonFromV",
+    "as_epsilon_model",
+    "DiffusersUNet",
+    "PREDICTION_TYPES",
+]
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # diffusers' names
+
+
+def call_model(model, x: torch.Tensor, t: float, z) -> torch.Tensor:
+    """ε_θ(x, z, t) with t broadcast to shape (b,) in x's dtype; output checked (shape, finite)."""
+    t_batch = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+    eps = model(x, t_batch, z)
+    check_model_output(eps, x, float(t))
+    return eps
+
+
+def model_vjp(model, x: torch.Tensor, t: float, z, a_x: torch.Tensor, inputs):
+    """One network evaluation and one reverse-mode pass (paper §7.6).
+
+    Returns (eps, v_x, [v_p for p in inputs]) with v_x = a_xᵀ ∂ε/∂x and v_p = a_xᵀ ∂ε/∂p at
+    (x, z, t).  ``inputs`` are tensors the model reads (z and/or parameters θ); a p the output
+    does not depend on gets a zero VJP.  The graph of this call is freed on return, so memory
+    holds one set of network activations at a time.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        eps = call_model(model, x, t, z)
+        grads = torch.autograd.grad(eps, [x, *inputs], grad_outputs=a_x, allow_unused=True)
+    v_x, *v_rest = grads
+    v_x = torch.zeros_like(x) if v_x is None else v_x
+    v_rest = [torch.zeros_like(p) if g is None else g for p, g in zip(inputs, v_rest)]
+    return eps.detach(), v_x, v_rest
+
+
+class EpsilonFromX0(nn.Module):
+    """Data-prediction model → ε-prediction:  ε = (x − α_t x̂₀(x, t, z)) / σ_t."""
+
+    def __init__(self, model, schedule: VPSchedule):
+        super().__init__()
+        self.model, self.schedule = model, schedule
+
+    def forward(self, x, t, z=None):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
+        return (x - alpha * self.model(x, t, z)) / sigma
+
+
+class EpsilonFromV(nn.Module):
+    """v-prediction model (v = α_t ε − σ_t x₀, Salimans & Ho 2022) → ε = σ_t x + α_t v."""
+
+    def __init__(self, model, schedule: VPSchedule):
+        super().__init__()
+        self.model, self.schedule = model, schedule
+
+    def forward(self, x, t, z=None):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
+        return sigma * x + alpha * self.model(x, t, z)
+
+
+def as_epsilon_model(model, schedule: VPSchedule, prediction_type: str = "epsilon"):
+    """Wrap ``model(x, t, z)`` predicting ``prediction_type`` (diffusers names) as an ε-model."""
+    if prediction_type == "epsilon":
+        return model
+    if prediction_type == "sample":
+        return EpsilonFromX0(model, schedule)
+    if prediction_type == "v_prediction":
+        return EpsilonFromV(model, schedule)
+    raise ValueError(f"unknown prediction type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
+class DiffusersUNet(nn.Module):
+    """A diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` in the ``model(x, t, z)`` convention.
+
+    conditioning: None (unconditional), "class" (z → ``class_labels``, e.g. a continuous code
+    through a class-embedding layer) or "encoder" (z → ``encoder_hidden_states``).
+    Time mapping: with ``DiscreteVP`` the schedule's time is the diffusers timestep, so
+    ``time_scale=1``; for a model trained on continuous t ∈ [0, 1] with timesteps 1000·t use
+    ``time_scale=1000``.  Learned-variance outputs (2C channels) are cut to the ε half.
+    """
+
+    def __init__(self, unet: nn.Module, conditioning: str | None = None, time_scale: float = 1.0):
+        super().__init__()
+        if conditioning not in (None, "class", "encoder"):
+            raise ValueError(f"unknown conditioning {conditioning!r}; use None, 'class' or 'encoder'")
+        self.unet, self.conditioning, self.time_scale = unet, conditioning, float(time_scale)
+
+    def forward(self, x, t, z=None):
+        kwargs = {}
+        if self.conditioning == "class":
+            kwargs["class_labels"] = z
+        elif self.conditioning == "encoder":
+            kwargs["encoder_hidden_states"] = z
+        elif z is not None:
+            raise ValueError("this DiffusersUNet is unconditional (conditioning=None) but z was given")
+        out = self.unet(x, t * self.time_scale, **kwargs).sample
+        return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out
+
+    @classmethod
+    def from_pipeline_parts(cls, unet, scheduler, conditioning: str | None = None):
+        """(ε-model, DiscreteVP) from a diffusers UNet and scheduler, honouring the scheduler's
+        ``prediction_type`` ("epsilon", "sample", "v_prediction")."""
+        from .schedules import DiscreteVP
+
+        schedule = DiscreteVP.from_diffusers(scheduler)
+        prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
+        return as_epsilon_model(cls(unet, conditioning), schedule, prediction_type), schedule

@@ -1,0 +1,194 @@
+"""Variance-preserving noise schedules, written in the half log-SNR λ = log α − log σ.
+
+Every schedule is defined by one function, log α(t), its time derivative and its
+inverse; everything else follows from α² + σ² = 1:
+
+    σ(t)  = sqrt(1 − α²) = sqrt(−expm1(2 log α))
+    λ(t)  = log α − ½ log(−expm1(2 log α))
+    f(t)  = d log α / dt                                   (paper eq. 1.5)
+    g²(t) = dσ²/dt − 2 f σ² = −2 σ² dλ/dt = −2 f(t)        (paper eqs. 1.5, B.6)
+
+Derived in derivations/vp_sde.py. Methods take and return tensors of any shape,
+dtype (float32/float64) and device; integers are promoted to the default float dtype.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["VPSchedule", "LinearVP", "CosineVP", "DiscreteVP"]
+
+
+def _as_float(t) -> torch.Tensor:
+    t = torch.as_tensor(t)
+    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+
+
+class VPSchedule:
+    """Base class: a VP schedule given by log α(t) on [t_min, t_max].
+
+    Subclasses implement ``log_alpha``, ``d_log_alpha_dt`` and ``t_of_log_alpha``.
+    """
+
+    t_min: float
+    t_max: float
+
+    def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def d_log_alpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def t_of_log_alpha(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def alpha(self, t) -> torch.Tensor:
+        """α_t = exp(log α_t).  Shape of ``t``."""
+        return torch.exp(self.log_alpha(_as_float(t)))
+
+    def sigma(self, t) -> torch.Tensor:
+        """σ_t = sqrt(1 − α_t²), computed as sqrt(−expm1(2 log α_t)).  Shape of ``t``."""
+        return torch.sqrt(-torch.expm1(2.0 * self.log_alpha(_as_float(t))))
+
+    def lam(self, t) -> torch.Tensor:
+        """Half log-SNR λ_t = log α_t − log σ_t (paper §1.2).  Shape of ``t``."""
+        log_alpha = self.log_alpha(_as_float(t))
+        return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
+
+    def t_of_lam(self, lam) -> torch.Tensor:
+        """Inverse of λ: t_λ(λ_t) = t, via log α = −½ log(1 + e^{−2λ}).  Shape of ``lam``."""
+        lam = _as_float(lam)
+        return self.t_of_log_alpha(-0.5 * torch.nn.functional.softplus(-2.0 * lam))
+
+    def f(self, t) -> torch.Tensor:
+        """Drift coefficient f(t) = d log α_t / dt (paper eq. 1.5).  Shape of ``t``."""
+        return self.d_log_alpha_dt(_as_float(t))
+
+    def g2(self, t) -> torch.Tensor:
+        """Squared diffusion coefficient g²(t) = −2σ_t² dλ_t/dt = −2 f(t) for α² + σ² = 1
+        (paper eqs. 1.5, B.6).  Shape of ``t``."""
+        return -2.0 * self.f(t)
+
+    def check_times(self, t: torch.Tensor, name: str = "t") -> None:
+        """Raise ValueError if any time lies outside [t_min, t_max] (or is not finite)."""
+        t = torch.as_tensor(t)
+        lo, hi = float(t.min()), float(t.max())
+        slack = 1e-9 * max(1.0, abs(self.t_max))
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < self.t_min - slack or hi > self.t_max + slack:
+            raise ValueError(
+                f"{name} must lie in the schedule's range [{self.t_min}, {self.t_max}] "
+                f"of {type(self).__name__}; got values in [{lo}, {hi}]"
+            )
+
+
+class LinearVP(VPSchedule):
+    """Linear-β VP schedule of Song et al. (2021) on continuous t ∈ [t_min, 1].
+
+    Paper eq. (I.1): log α_t = −(β₁ − β₀) t²/4 − β₀ t/2;  f = −β(t)/2;  g² = β(t) = β₀ + (β₁ − β₀) t.
+    Inverse (dpm-solver's NoiseScheduleVP): with u = 2(β₁ − β₀) log(1 + e^{−2λ}),
+    t = u / (sqrt(β₀² + u) + β₀) / (β₁ − β₀).
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3):
+        if not beta_max > beta_min > 0:
+            raise ValueError(f"need beta_max > beta_min > 0, got beta_min={beta_min}, beta_max={beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        self.t_min, self.t_max = float(t_min), 1.0
+
+    def log_alpha(self, t):
+        return -0.25 * (self.beta_max - self.beta_min) * t**2 - 0.5 * self.beta_min * t
+
+    def d_log_alpha_dt(self, t):
+        return -0.5 * (self.beta_max - self.beta_min) * t - 0.5 * self.beta_min
+
+    def t_of_log_alpha(self, log_alpha):
+        db = self.beta_max - self.beta_min
+        u = -4.0 * db * log_alpha  # = 2 db log(1 + e^{-2λ})
+        return u / (torch.sqrt(self.beta_min**2 + u) + self.beta_min) / db
+
+    def __repr__(self):
+        return f"LinearVP(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+class CosineVP(VPSchedule):
+    """Cosine VP schedule of Nichol & Dhariwal (2021), continuous t ∈ [t_min, 0.9946].
+
+    log α_t = log cos(π/2 · (t + s)/(1 + s)) − log cos(π/2 · s/(1 + s)), s = 0.008;
+    f(t) = −π/(2(1 + s)) · tan(π/2 · (t + s)/(1 + s)).  t_max = 0.9946 as in dpm-solver,
+    where the schedule is still well conditioned.
+    """
+
+    def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946):
+        self.s = float(s)
+        self.t_min, self.t_max = float(t_min), float(t_max)
+        self._log_alpha_0 = math.log(math.cos(math.pi / 2 * self.s / (1 + self.s)))
+
+    def log_alpha(self, t):
+        return torch.log(torch.cos(math.pi / 2 * (t + self.s) / (1 + self.s))) - self._log_alpha_0
+
+    def d_log_alpha_dt(self, t):
+        return -math.pi / (2 * (1 + self.s)) * torch.tan(math.pi / 2 * (t + self.s) / (1 + self.s))
+
+    def t_of_log_alpha(self, log_alpha):
+        angle = torch.arccos(torch.exp(log_alpha + self._log_alpha_0))
+        return 2 * (1 + self.s) / math.pi * angle - self.s
+
+    def __repr__(self):
+        return f"CosineVP(s={self.s})"
+
+
+class DiscreteVP(VPSchedule):
+    """Discrete DDPM schedule from ᾱ_n = alphas_cumprod[n], n = 0..N−1 (time unit: the training step).
+
+    log α is interpolated piecewise-linearly in t between the integer steps, as in
+    dpm-solver's discrete NoiseScheduleVP, so t may be fractional: α_n = sqrt(ᾱ_n),
+    σ_n = sqrt(1 − ᾱ_n).  t_min = 0, t_max = N − 1.  Model time = t (the diffusers timestep).
+    """
+
+    def __init__(self, alphas_cumprod):
+        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        if ac.numel() < 2:
+            raise ValueError("alphas_cumprod needs at least two entries")
+        if not bool(((ac > 0) & (ac < 1)).all()):
+            raise ValueError("alphas_cumprod must lie strictly between 0 and 1")
+        if not bool((ac[1:] < ac[:-1]).all()):
+            raise ValueError("alphas_cumprod must be strictly decreasing")
+        self._log_alphas = 0.5 * torch.log(ac)
+        self.t_min, self.t_max = 0.0, float(ac.numel() - 1)
+
+    @classmethod
+    def from_diffusers(cls, scheduler) -> "DiscreteVP":
+        """Build from any diffusers scheduler exposing ``alphas_cumprod`` (DDPM, DDIM, DPMSolver…)."""
+        if not hasattr(scheduler, "alphas_cumprod"):
+            raise TypeError(f"{type(scheduler).__name__} has no 'alphas_cumprod' attribute")
+        return cls(scheduler.alphas_cumprod)
+
+    def _table(self, like: torch.Tensor) -> torch.Tensor:
+        return self._log_alphas.to(device=like.device, dtype=like.dtype)
+
+    def _segment(self, t: torch.Tensor):
+        n = self._log_alphas.numel()
+        idx = torch.clamp(torch.floor(t), 0, n - 2).long()
+        return idx, t - idx.to(t.dtype)
+
+    def log_alpha(self, t):
+        table = self._table(t)
+        idx, frac = self._segment(t)
+        return table[idx] + frac * (table[idx + 1] - table[idx])
+
+    def d_log_alpha_dt(self, t):
+        table = self._table(t)
+        idx, _ = self._segment(t)
+        return table[idx + 1] - table[idx]
+
+    def t_of_log_alpha(self, log_alpha):
+        table = self._table(log_alpha)
+        descending = -table  # increasing in n
+        target = -log_alpha
+        idx = torch.clamp(torch.searchsorted(descending, target.contiguous()) - 1, 0, table.numel() - 2)
+        lo, hi = table[idx], table[idx + 1]
+        return idx.to(log_alpha.dtype) + (log_alpha - lo) / (hi - lo)
+
+    def __repr__(self):
+        return f"DiscreteVP(N={self._log_alphas.numel()})"

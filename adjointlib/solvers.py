@@ -1,0 +1,98 @@
+"""Forward samplers over a time grid: DDIM, DPM-Solver-2M and SDE-DPM-Solver-1.
+
+``solve`` runs one of them from x_T at times[0] to x_0 at times[-1] and, when asked,
+records the states and model outputs it visits (the "recorded states" of paper §6.6
+and Table 5), so that the adjoint can evaluate its VJPs on the sampling trajectory.
+
+Conditional information z is None, one tensor for all steps, or a per-step schedule
+(a list/tuple with one tensor per step: step i, from times[i] to times[i+1], uses z[i];
+paper Thm 2.2).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .models import call_model
+from .steps import FORWARD_STEPS, sde_dpm_solver_1_step
+from .validation import check_condition, check_noises, check_state
+
+__all__ = ["Trajectory", "solve", "condition_at", "check_conditions", "draw_noises"]
+
+
+@dataclass
+class Trajectory:
+    """What a forward solve visited.
+
+    times: (N+1,) float64, decreasing.  states[i]: x at times[i], (b, ...) (states[0] = x_T,
+    states[-1] = x_0), eps[i]: ε_θ(states[i], z_i, times[i]) for i < N — both empty when not
+    recorded.  x0: the output, (b, ...).  noises: (N, b, ...) or None.
+    """
+
+    times: torch.Tensor
+    x0: torch.Tensor
+    states: list
+    eps: list
+    noises: torch.Tensor | None
+    order: int
+    sde: bool
+
+
+def condition_at(z, step: int):
+    """The conditional information of forward step ``step`` (z itself unless z is a schedule)."""
+    return z[step] if isinstance(z, (list, tuple)) else z
+
+
+def check_conditions(z, x: torch.Tensor, steps: int) -> None:
+    """Validate z: None, a tensor, or a list/tuple of ``steps`` tensors (one per step)."""
+    if z is None:
+        return
+    if isinstance(z, (list, tuple)):
+        if len(z) != steps:
+            raise ValueError(f"a per-step z schedule needs one z per step: got {len(z)} for {steps} steps")
+        for i, zi in enumerate(z):
+            check_condition(zi, x, f"z[{i}]")
+    else:
+        check_condition(z, x)
+
+
+def draw_noises(steps: int, x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Standard normal noises for an SDE solve, shape (steps, *x.shape), x's dtype and device."""
+    return torch.randn((steps, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
+
+
+def solve(model, schedule, x_T, z, times, *, order: int = 1, sde: bool = False, noises=None,
+          record: bool = True, progress: bool | None = None):
+    """Sample x_0 from x_T along ``times`` (paper eqs. 3.6 and §7.3).
+
+    ODE: order 1 = DDIM, order 2 = DPM-Solver-2M.  SDE (``sde=True``): SDE-DPM-Solver-1 with
+    ``noises`` of shape (N, *x_T.shape).  Returns (x_0, Trajectory) — the trajectory's state and
+    ε lists are empty when ``record=False``.  Runs without building an autograd graph only if
+    called under ``torch.no_grad()``; otherwise it is differentiable by plain autograd.
+    """
+    check_state(x_T)
+    steps = len(times) - 1
+    check_conditions(z, x_T, steps)
+    if order not in FORWARD_STEPS:
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
+    if sde:
+        if order != 1:
+            raise ValueError("sde=True samples with SDE-DPM-Solver-1 (eq. 3.6): order must be 1")
+        check_noises(noises, steps, x_T)
+    elif noises is not None:
+        raise ValueError("noises were given but sde=False")
+    step_fn = sde_dpm_solver_1_step if sde else FORWARD_STEPS[order]
+
+    x, prev = x_T, None
+    states, eps_list = ([x_T], []) if record else ([], [])
+    for i in tqdm(range(steps), desc="sampling", disable=progress is not True, leave=False):
+        s, t = times[i], times[i + 1]
+        eps = call_model(model, x, float(s), condition_at(z, i))
+        x = step_fn(schedule, x, s, t, eps, prev=prev, noise=noises[i] if sde else None)
+        prev = (s, eps)
+        if record:
+            states.append(x)
+            eps_list.append(eps)
+    return x, Trajectory(times, x, states, eps_list, noises, order, sde)
