@@ -21,7 +21,7 @@ Where the states x_t at the adjoint grid come from:
 With a per-step z schedule every sampling step boundary must lie on the adjoint grid, each
 adjoint step uses the z of the sampling step containing it, and the gradient of z_i is the
 sum of the a_z increments inside step i (paper Thm 2.2 and notes §5.4); the 2M history is
-restarted where z changes.
+restarted where z changes (a new tensor object), since V is not smooth across a jump of z.
 """
 from __future__ import annotations
 
@@ -101,14 +101,14 @@ def adjoint_deis(model, schedule, trajectory: Trajectory, grad_x0: torch.Tensor,
     a_x = grad_x0
     grads_z = [None] * (len(z) if scheduled else 1)
     grads_params = [torch.zeros_like(p) for p in params]
-    x_state, prev, prev_eps, prev_cell = trajectory.x0, None, None, None
+    x_state, prev, prev_eps, prev_z = trajectory.x0, None, None, None
 
     for j in reversed(range(len(grid) - 1)):
         t, s = grid[j + 1], grid[j]
         cell = _sampling_step_containing(times, float(t), float(s)) if scheduled else 0
-        if cell != prev_cell:
-            prev, prev_eps = None, None
         z_cell = condition_at(z, cell)
+        if scheduled and z_cell is not prev_z:
+            prev, prev_eps = None, None
         z_leaf = None
         if z_cell is not None and z_cell.is_floating_point():
             z_leaf = z_cell.detach().requires_grad_(True)
@@ -124,7 +124,7 @@ def adjoint_deis(model, schedule, trajectory: Trajectory, grad_x0: torch.Tensor,
             grads_params[k] += inc
         if not recorded:
             x_state = FORWARD_STEPS[order](schedule, x_t, t, s, eps, prev=prev_eps)
-        prev, prev_eps, prev_cell = (t, vjps), (t, eps), cell
+        prev, prev_eps, prev_z = (t, vjps), (t, eps), z_cell
 
     if z is None:
         grad_z = None
