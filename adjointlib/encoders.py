@@ -32,6 +32,7 @@ def _coefficients(schedule, s, t):
     return a_s, a_t, sg_t, l_t - l_s
 
 
+@torch.no_grad()
 def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None, max_iters: int = 100,
                 tol: float | None = None, progress: bool | None = None):
     """x_T such that DDIM over the same grid maps it to ``x0`` (fixed-point inversion, see module doc).
@@ -64,6 +65,7 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
     return x_t
 
 
+@torch.no_grad()
 def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None, generator=None):
     """(x_T, noises) for SDE-DPM-Solver-1 reproducing ``x0`` (paper eq. 3.7).
 

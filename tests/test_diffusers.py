@@ -1,0 +1,73 @@
+"""diffusers integration: UNet adapters, DiscreteVP.from_diffusers, and sample() end to end."""
+import pytest
+import torch
+
+import adjointlib as al
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def _tiny_unet(**kw):
+    torch.manual_seed(0)
+    return diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
+                                 block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4, **kw).double()
+
+
+def _scheduler(prediction_type="epsilon"):
+    return diffusers.DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                   prediction_type=prediction_type)
+
+
+def test_unet_end_to_end_gradients_match_backprop_as_steps_grow():
+    """AdjointDEIS-2M through a diffusers UNet: x_T, z and θ gradients approach autograd through the
+    same DPM-Solver-2M sampler as N grows (the optimise-then-discretise gap shrinks like h², measured
+    0.080 → 0.025 from N = 20 to 40)."""
+    unet = _tiny_unet(class_embed_type="identity")
+    model, schedule = al.DiffusersUNet.from_pipeline_parts(unet, _scheduler(), conditioning="class")
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    z = 0.1 * torch.randn(2, 32, generator=g, dtype=torch.float64)  # identity class embedding: time-embedding width
+    params = [unet.conv_out.weight]
+
+    def gradients(runner):
+        x_T_, z_ = x_T.clone().requires_grad_(True), z.clone().requires_grad_(True)
+        x0 = runner(x_T_, z_)
+        return torch.cat([t.flatten() for t in torch.autograd.grad(x0.square().sum(), [x_T_, z_, *params])])
+
+    gaps = []
+    for n in (20, 40):
+        adjoint = gradients(lambda a, b: al.sample(model, schedule, a, b, steps=n, order=2, params=params))
+        backprop = gradients(lambda a, b: al.solve(model, schedule, a, b, al.time_grid(schedule, n), order=2,
+                                                   record=False)[0])
+        gaps.append(float((adjoint - backprop).norm() / backprop.norm()))
+    assert gaps[1] < gaps[0] / 2.5, gaps
+    assert gaps[1] < 0.05, gaps
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_prediction_type_adapters_agree(prediction_type):
+    """A UNet read as x₀- or v-prediction gives the ε that the conversion formulas imply."""
+    unet = _tiny_unet()
+    model, schedule = al.DiffusersUNet.from_pipeline_parts(unet, _scheduler(prediction_type))
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    t = torch.tensor([100.0, 700.0], dtype=torch.float64)
+    raw = unet(x, t).sample
+    alpha, sigma = schedule.alpha(t).view(-1, 1, 1, 1), schedule.sigma(t).view(-1, 1, 1, 1)
+    expected = {"epsilon": raw, "sample": (x - alpha * raw) / sigma, "v_prediction": sigma * x + alpha * raw}
+    assert torch.allclose(model(x, t, None), expected[prediction_type])
+
+
+def test_learned_variance_output_is_cut_to_epsilon():
+    unet = diffusers.UNet2DModel(
+        sample_size=8, in_channels=3, out_channels=6, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4)
+    out = al.DiffusersUNet(unet)(torch.randn(1, 3, 8, 8), torch.tensor([10.0]))
+    assert out.shape == (1, 3, 8, 8)
+
+
+def test_unconditional_unet_rejects_z():
+    with pytest.raises(ValueError, match="unconditional"):
+        al.DiffusersUNet(_tiny_unet())(torch.randn(1, 3, 8, 8, dtype=torch.float64), torch.tensor([1.0]),
+                                       torch.zeros(1, 4))
