@@ -9,6 +9,7 @@ from . import toy
 from .adjoint import adjoint_deis
 from .brownian import BrownianPath
 from .encoders import cycle_sde_encode, ddim_invert
+from .config import book_mode
 from .grids import time_grid
 from .models import DiffusersUNet, EpsilonFromV, EpsilonFromX0, as_epsilon_model
 from .sample import sample
@@ -16,7 +17,7 @@ from .schedules import CosineVP, DiscreteVP, LinearVP, VPSchedule
 from .solvers import Trajectory, solve
 
 __all__ = [
-    "sample", "solve", "adjoint_deis", "Trajectory", "time_grid",
+    "sample", "solve", "adjoint_deis", "Trajectory", "time_grid", "book_mode",
     "LinearVP", "CosineVP", "DiscreteVP", "VPSchedule",
     "ddim_invert", "cycle_sde_encode", "BrownianPath",
     "DiffusersUNet", "EpsilonFromX0", "EpsilonFromV", "as_epsilon_model", "toy",

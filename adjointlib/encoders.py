@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .grids import resolve_grid
 from .models import call_model

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .models import call_model
 from .steps import FORWARD_STEPS, sde_dpm_solver_1_step

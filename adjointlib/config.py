@@ -1,0 +1,14 @@
+"""The book's quick/full switch: ADJOINTDEIS_BOOK_MODE=quick (default, CI) or full (committed tables)."""
+import os
+
+__all__ = ["book_mode", "MODES"]
+
+MODES = ("quick", "full")
+
+
+def book_mode() -> str:
+    """'quick' (small but real configurations, used by CI) or 'full', from ADJOINTDEIS_BOOK_MODE."""
+    mode = os.environ.get("ADJOINTDEIS_BOOK_MODE", "quick").strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"ADJOINTDEIS_BOOK_MODE must be one of {MODES}, got {mode!r}")
+    return mode
