@@ -202,6 +202,14 @@ def test_proof_typos_C13_and_C14():
     assert sm.diff(ADEIS2M_X, ax_r) != 0 and sm.Symbol("a_s") not in ADEIS2M_X.free_symbols
 
 
+def test_2m_reuses_the_previous_vjp_not_the_model_output():
+    """The main text says 2M needs "a_x(r) and the model output eps(x_r)"; (B.27)/(B.31) need the
+    VJPs a_x(r)^T d eps/dx_r and a_x(r)^T d eps/dz at r (no eps value appears)."""
+    needed = ADEIS2M_X.free_symbols | ADEIS2M_Z.free_symbols
+    assert {ax_r, Jx_r, Jz_r} <= needed
+    assert sm.diff(ADEIS2M_X, ax_r) != 0 and sm.diff(ADEIS2M_X, Jx_r) != 0
+
+
 def test_B24_B29_intermediate_integrals_need_the_exponential_weight():
     """Without e^{-lambda} the n = 0 integral is h, not sigma_s/alpha_s (e^h - 1)."""
     lt, hh, lam = sm.symbols("lambda_t h lambda", real=True)

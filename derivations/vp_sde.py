@@ -201,6 +201,15 @@ def test_linear_vp_I3_exponent_erratum():
     assert min(vals) > 1e-6
 
 
+def test_linear_vp_sigma_is_continuous_at_0_with_infinite_slope():
+    """Appendix I says sigma_t is "discontinuous" at t = 0; it is continuous (sigma_0 = 0) and its
+    derivative d sigma/dt = (d sigma^2/dt)/(2 sigma) blows up like 1/sqrt(t)."""
+    assert sm.limit(sigma_lin, t, 0, "+") == 0
+    dsig = sm.diff(sigma_lin, t)
+    assert sm.limit(dsig, t, 0, "+") == sm.oo
+    assert sm.limit(dsig * sm.sqrt(t), t, 0, "+") == sm.sqrt(beta0) / 2
+
+
 def test_linear_vp_inverse_t_of_lambda():
     # exact: L(lambda(t)) = -2 log alpha_t, then the square root is beta(t) and t(lambda(t)) = t
     L_of_t = sm.log(1 + sm.exp(-2 * lam_lin))
