@@ -67,15 +67,15 @@ def t_of_rho(rv, t_base=0.0, beta_0=0.1, beta_1=20.0):
 
 # ---------------------------------------------------------------- checks
 def test_gamma_closed_form_solves_A12():
-    f, g2 = drift_f(alpha_g), diffusion_g2(alpha_g, sigma_g)
-    integrating = alpha_g.subs(t, tb) / alpha_g  # e^{-int_{t_b}^t f}
+    g2 = diffusion_g2(alpha_g, sigma_g)
+    integrating = alpha_g.subs(t, tb) / alpha_g  # e^{-int_{t_b}^t f} = alpha_b/alpha_t (f = (log alpha)')
+    assert is_zero(sm.diff(sm.log(integrating), t) + drift_f(alpha_g))
     dgamma = integrating * g2 / (2 * sigma_g)
     gam = gamma_expr(alpha_g, sigma_g)
     assert is_zero(sm.diff(gam, t) - dgamma)
     assert is_zero(gam.subs(t, tb))
     lam = half_log_snr(alpha_g, sigma_g)
     assert is_zero(gam - alpha_g.subs(t, tb) * (sm.exp(-lam) - sm.exp(-lam.subs(t, tb))))
-    del f
 
 
 def test_y_ode_in_rho_A12():

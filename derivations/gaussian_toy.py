@@ -51,7 +51,7 @@ import sympy as sm
 from derivations._checks import is_zero
 from derivations.vp_sde import alpha_g, diffusion_g2, drift_f, linear_vp, sigma_g, t
 
-mu, x, xu, x0_ = sm.symbols("mu x x_u x_0", real=True)
+mu, x, xu = sm.symbols("mu x x_u", real=True)
 sd = sm.symbols("s", positive=True)  # data standard deviation
 u = sm.symbols("u", positive=True)  # a second, fixed time
 
@@ -111,14 +111,12 @@ def _tau_dot_identities():
 
 # ---------------------------------------------------------------- checks
 def test_marginal_and_eps_star_is_tweedie_and_score():
-    n = sm.Symbol("n")
     # x_t = alpha x0 + sigma n, x0 = mu + s e: mean alpha mu, variance alpha^2 s^2 + sigma^2
     var = alpha_g**2 * sd**2 + sigma_g**2
     cov_n_x = sigma_g  # Cov(n, alpha x0 + sigma n)
     assert is_zero(cov_n_x / var * (x - alpha_g * mu) - eps_star_t)  # E[n | x_t = x]
     logp = -(x - alpha_g * mu) ** 2 / (2 * tau2_t) - sm.log(tau_t)  # + const
     assert is_zero(eps_star_t + sigma_g * sm.diff(logp, x))
-    del n
 
 
 def test_tau_identities():

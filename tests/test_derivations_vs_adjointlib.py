@@ -22,7 +22,6 @@ from adjointlib.solvers import Trajectory, solve  # noqa: E402
 from derivations import discrete_vs_continuous as dvc  # noqa: E402
 from derivations import gaussian_toy as gt  # noqa: E402
 from derivations import pf_ode, sde_adjoint, solver_coefficients as sc, vp_sde  # noqa: E402
-from derivations.solver_order import _toy_vjp  # noqa: E402,F401  (documents the VJP used below)
 
 F64 = torch.float64
 RTOL = 1e-12
