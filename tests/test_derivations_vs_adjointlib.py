@@ -282,3 +282,18 @@ def test_adjoint_deis_loop_equals_derivation_coefficients_on_the_toy(order, sde)
     _close(a_x, r_x, rtol=1e-10)
     _close(a_mu, r_mu, rtol=1e-10)
     _close(a_s, r_s, rtol=1e-9)
+
+
+def test_g2_from_eq_1_5_by_autograd_equals_library_g2_for_every_schedule():
+    """vp_sde.py: g^2 = d sigma^2/dt - 2 f sigma^2 (1.5) = -2 f when alpha^2 + sigma^2 = 1; also DiscreteVP
+    (piecewise-linear log alpha, evaluated inside the segments) and its inverse t(lambda)."""
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=F64)
+    discrete = al.DiscreteVP(torch.cumprod(1 - betas, 0))
+    for lib, tt in ((SCHEDULES["linear"][0], _times(SCHEDULES["linear"][0], 16, 20)),
+                    (SCHEDULES["cosine"][0], _times(SCHEDULES["cosine"][0], 16, 21)),
+                    (discrete, np.floor(_rng(22).uniform(0, 998, 16)) + 0.37)):
+        T = torch.tensor(tt, dtype=F64, requires_grad=True)
+        (ds2,) = torch.autograd.grad((lib.sigma(T) ** 2).sum(), T)
+        g2_15 = ds2 - 2 * lib.f(T) * lib.sigma(T) ** 2
+        _close(g2_15, lib.g2(T).detach().numpy(), rtol=1e-9, atol=1e-12)
+        _close(lib.t_of_lam(lib.lam(T)), tt, rtol=1e-11, atol=1e-12)
