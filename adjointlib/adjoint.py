@@ -6,7 +6,8 @@ one network evaluation and one VJP per step, on its own grid of M steps (M may d
 the sampling grid's N — "decoupled grids", paper §6.6).
 
 Where the states x_t at the adjoint grid come from:
-- recorded (default): the sampling trajectory's states.  A time on the sampling grid uses
+- recorded (default): the sampling trajectory's states (``sample`` also keeps the model outputs
+  when the adjoint grid has times off the sampling grid).  A time on the sampling grid uses
   the recorded state itself.  A time τ strictly inside a sampling step s → t (s > τ > t) uses
   one step of the same kind from the recorded x_s with the recorded ε_θ(x_s) (no extra network
   evaluation): a DDIM step for the ODE; for the SDE an SDE-DPM-Solver-1 step whose noise is
@@ -62,6 +63,9 @@ def state_on_recorded_trajectory(schedule, trajectory: Trajectory, tau: float) -
     if len(match):
         return trajectory.states[int(match[0])]
     i = int(torch.nonzero(times > tau)[-1])
+    if not trajectory.eps:
+        raise ValueError(f"t={tau:.6g} is off the sampling grid and the trajectory has no recorded model "
+                         "outputs: solve with record=True")
     s, t = times[i], times[i + 1]
     x_s, eps_s = trajectory.states[i], trajectory.eps[i]
     if not trajectory.sde:

@@ -86,6 +86,12 @@ def sample(model, schedule, x_T, z=None, *, steps, sde=False, order=1, adjoint_s
     z_tensors = [zi for zi in z_tensors if zi.is_floating_point()]
     if len(z_tensors) and scheduled and len(z_tensors) != n_steps:
         raise TypeError("a per-step z schedule must be all floating tensors")
+    if record:  # keep the model outputs too only if the adjoint needs states off the sampling grid
+        adjoint_grid = times if adjoint_steps is None else resolve_grid(
+            schedule, adjoint_steps, float(times[0]), float(times[-1]), name="adjoint_steps")
+        on_grid = all(bool(((times - tau).abs() <= 1e-9 * max(1.0, float(times.abs().max()))).any())
+                      for tau in adjoint_grid)
+        record = "states" if on_grid else True
     config = dict(
         model=model, schedule=schedule, times=times, order=order, sde=sde, noises=noises, record=record,
         adjoint_steps=adjoint_steps, adjoint_order=order if adjoint_order is None else adjoint_order,

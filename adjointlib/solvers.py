@@ -64,12 +64,13 @@ def draw_noises(steps: int, x: torch.Tensor, generator=None) -> torch.Tensor:
 
 
 def solve(model, schedule, x_T, z, times, *, order: int = 1, sde: bool = False, noises=None,
-          record: bool = True, progress: bool | None = None):
+          record: bool | str = True, progress: bool | None = None):
     """Sample x_0 from x_T along ``times`` (paper eqs. 3.6 and §7.3).
 
     ODE: order 1 = DDIM, order 2 = DPM-Solver-2M.  SDE (``sde=True``): SDE-DPM-Solver-1 with
-    ``noises`` of shape (N, *x_T.shape).  Returns (x_0, Trajectory) — the trajectory's state and
-    ε lists are empty when ``record=False``.  Runs without building an autograd graph only if
+    ``noises`` of shape (N, *x_T.shape).  record: True (states and model outputs), "states" (states
+    only: enough for an adjoint whose grid is a subset of ``times``) or False (neither).
+    Returns (x_0, Trajectory).  Runs without building an autograd graph only if
     called under ``torch.no_grad()``; otherwise it is differentiable by plain autograd.
     """
     check_state(x_T)
@@ -86,6 +87,8 @@ def solve(model, schedule, x_T, z, times, *, order: int = 1, sde: bool = False, 
     step_fn = sde_dpm_solver_1_step if sde else FORWARD_STEPS[order]
 
     x, prev = x_T, None
+    if record not in (True, False, "states"):
+        raise ValueError(f"record must be True, False or 'states', got {record!r}")
     states, eps_list = ([x_T], []) if record else ([], [])
     for i in tqdm(range(steps), desc="sampling", disable=progress is not True, leave=False):
         s, t = times[i], times[i + 1]
@@ -94,5 +97,6 @@ def solve(model, schedule, x_T, z, times, *, order: int = 1, sde: bool = False, 
         prev = (s, eps)
         if record:
             states.append(x)
+        if record is True:
             eps_list.append(eps)
     return x, Trajectory(times, x, states, eps_list, noises, order, sde)
