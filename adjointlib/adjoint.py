@@ -70,8 +70,7 @@ def state_on_recorded_trajectory(schedule, trajectory: Trajectory, tau: float) -
     x_s, eps_s = trajectory.states[i], trajectory.eps[i]
     if not trajectory.sde:
         return ddim_step(schedule, x_s, s, tau, eps_s)
-    lam = schedule.lam(torch.stack([s, torch.as_tensor(tau, dtype=times.dtype), t]))
-    l_s, l_tau, l_t = (float(v) for v in lam)
+    (_, _, l_s), (_, _, l_tau), (_, _, l_t) = schedule.alpha_sigma_lam(s, tau, t)
     fraction = math.expm1(-2.0 * (l_tau - l_s)) / math.expm1(-2.0 * (l_t - l_s))
     return sde_dpm_solver_1_step(schedule, x_s, s, tau, eps_s, noise=math.sqrt(fraction) * trajectory.noises[i])
 

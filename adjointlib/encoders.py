@@ -26,12 +26,6 @@ from .validation import check_state
 __all__ = ["ddim_invert", "cycle_sde_encode"]
 
 
-def _coefficients(schedule, s, t):
-    t2 = torch.stack([torch.as_tensor(s), torch.as_tensor(t)])
-    (a_s, a_t), sg_t, (l_s, l_t) = schedule.alpha(t2).tolist(), float(schedule.sigma(t2)[1]), schedule.lam(t2).tolist()
-    return a_s, a_t, sg_t, l_t - l_s
-
-
 @torch.no_grad()
 def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None, max_iters: int = 100,
                 tol: float | None = None, progress: bool | None = None):
@@ -49,7 +43,8 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
                   disable=progress is not True, leave=False):
         s, t = times[i], times[i + 1]
         zi = condition_at(z, i)
-        a_s, a_t, sg_t, h = _coefficients(schedule, s, t)
+        (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(s, t)
+        h = l_t - l_s
         x_s = ddim_step(schedule, x_t, t, s, call_model(model, x_t, float(t), zi))
         limit = tol if tol is not None else 8 * torch.finfo(x0.dtype).eps
         for _ in range(max_iters):
@@ -82,7 +77,8 @@ def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=
     states = [alphas[i] * x0 + sigmas[i] * draws[i] for i in range(n)] + [x0]
     noises = torch.empty_like(draws)
     for i in range(n):
-        a_s, a_t, sg_t, h = _coefficients(schedule, times[i], times[i + 1])
+        (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(times[i], times[i + 1])
+        h = l_t - l_s
         eps = call_model(model, states[i], float(times[i]), condition_at(z, i))
         noises[i] = (states[i + 1] - (a_t / a_s) * states[i] + 2 * sg_t * math.expm1(h) * eps) / (
             sg_t * math.sqrt(math.expm1(2 * h)))

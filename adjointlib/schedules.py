@@ -70,6 +70,11 @@ class VPSchedule:
         (paper eqs. 1.5, B.6).  Shape of ``t``."""
         return -2.0 * self.f(t)
 
+    def alpha_sigma_lam(self, *times) -> list[tuple[float, float, float]]:
+        """(α, σ, λ) as float64 Python numbers for each time: the scalar coefficients of solver steps."""
+        t = torch.tensor([float(x) for x in times], dtype=torch.float64)
+        return list(zip(self.alpha(t).tolist(), self.sigma(t).tolist(), self.lam(t).tolist()))
+
     def check_times(self, t: torch.Tensor, name: str = "t") -> None:
         """Raise ValueError if any time lies outside [t_min, t_max] (or is not finite)."""
         t = torch.as_tensor(t)

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from .schedules import VPSchedule
 
 __all__ = [
     "ddim_step",
@@ -35,20 +32,13 @@ __all__ = [
 ]
 
 
-def _scalars(schedule: VPSchedule, *times):
-    """(α, σ, λ) as Python floats for each time (float64)."""
-    t = torch.tensor([float(x) for x in times], dtype=torch.float64)
-    alpha, sigma, lam = schedule.alpha(t), schedule.sigma(t), schedule.lam(t)
-    return [(float(a), float(s), float(l)) for a, s, l in zip(alpha, sigma, lam)]
-
-
 def ddim_step(schedule, x_s, s, t, eps_s, prev=None, noise=None):
     """DDIM = DPM-Solver-1 = DEIS-1 (Lu et al. 2022, eq. 3.7; paper §7.3).
 
     x_t = (α_t/α_s) x_s − σ_t (e^h − 1) ε_θ(x_s, z, s),  h = λ_t − λ_s.
     Shapes: x_s, eps_s (b, ...) → (b, ...).  Run with s < t it is the DDIM-inversion step.
     """
-    (a_s, _, l_s), (a_t, sg_t, l_t) = _scalars(schedule, s, t)
+    (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(s, t)
     return (a_t / a_s) * x_s - sg_t * math.expm1(l_t - l_s) * eps_s
 
 
@@ -62,7 +52,7 @@ def dpm_solver_2m_step(schedule, x_s, s, t, eps_s, prev=None, noise=None):
     if prev is None:
         return ddim_step(schedule, x_s, s, t, eps_s)
     r, eps_r = prev
-    (a_s, _, l_s), (a_t, sg_t, l_t), (_, _, l_r) = _scalars(schedule, s, t, r)
+    (a_s, _, l_s), (a_t, sg_t, l_t), (_, _, l_r) = schedule.alpha_sigma_lam(s, t, r)
     h = l_t - l_s
     r0 = (l_s - l_r) / h
     d = eps_s + (eps_s - eps_r) / (2.0 * r0)
@@ -77,14 +67,14 @@ def sde_dpm_solver_1_step(schedule, x_s, s, t, eps_s, prev=None, noise=None):
     """
     if noise is None:
         raise ValueError("sde_dpm_solver_1_step needs a noise tensor")
-    (a_s, _, l_s), (a_t, sg_t, l_t) = _scalars(schedule, s, t)
+    (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(s, t)
     h = l_t - l_s
     return (a_t / a_s) * x_s - 2.0 * sg_t * math.expm1(h) * eps_s + sg_t * math.sqrt(math.expm1(2.0 * h)) * noise
 
 
 def _adjoint_update(schedule, a_x, t, s, d_x, d_rest, sde):
     """a_x(s) = (α_t/α_s) a_x(t) + c σ_s/α_s² (e^h − 1) D_x;  Δa_p = c σ_s/α_s (e^h − 1) D_p; c = 2 for SDEs."""
-    (a_t, _, l_t), (a_s, sg_s, l_s) = _scalars(schedule, t, s)
+    (a_t, _, l_t), (a_s, sg_s, l_s) = schedule.alpha_sigma_lam(t, s)
     c = (2.0 if sde else 1.0) * math.expm1(l_s - l_t)
     new_a_x = (a_t / a_s) * a_x + (c * sg_s / a_s**2) * d_x
     increments = [(c * sg_s / a_s) * d for d in d_rest]
@@ -93,7 +83,7 @@ def _adjoint_update(schedule, a_x, t, s, d_x, d_rest, sde):
 
 def _scaled(schedule, t, vjps):
     """Scaled VJPs of eqs. 2.11/B.28: V(x; t) = α_t² v_x, V(p; t) = α_t v_p."""
-    ((a_t, _, _),) = _scalars(schedule, t)
+    ((a_t, _, _),) = schedule.alpha_sigma_lam(t)
     v_x, *v_rest = vjps
     return a_t**2 * v_x, [a_t * v for v in v_rest]
 
@@ -123,7 +113,7 @@ def adjoint_deis_2m_step(schedule, a_x, t, s, vjps, prev=None, sde=False):
     r, vjps_r = prev
     big_v_x, big_v_rest = _scaled(schedule, t, vjps)
     big_r_x, big_r_rest = _scaled(schedule, r, vjps_r)
-    (_, _, l_t), (_, _, l_s), (_, _, l_r) = _scalars(schedule, t, s, r)
+    (_, _, l_t), (_, _, l_s), (_, _, l_r) = schedule.alpha_sigma_lam(t, s, r)
     rho = (l_t - l_r) / (l_s - l_t)
     w = 1.0 / (2.0 * rho)
     d_x = (1.0 + w) * big_v_x - w * big_r_x
