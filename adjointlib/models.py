@@ -52,30 +52,33 @@ def model_vjp(model, x: torch.Tensor, t: float, z, a_x: torch.Tensor, inputs):
     return eps.detach(), v_x, v_rest
 
 
-class EpsilonFromX0(nn.Module):
+class _PredictionToEpsilon(nn.Module):
+    """Base of the adapters: calls the wrapped model and converts its output with α_t, σ_t."""
+
+    def __init__(self, model, schedule: VPSchedule):
+        super().__init__()
+        self.model, self.schedule = model, schedule
+
+    def forward(self, x, t, z=None):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
+        return self.to_epsilon(x, self.model(x, t, z), alpha, sigma)
+
+
+class EpsilonFromX0(_PredictionToEpsilon):
     """Data-prediction model → ε-prediction:  ε = (x − α_t x̂₀(x, t, z)) / σ_t."""
 
-    def __init__(self, model, schedule: VPSchedule):
-        super().__init__()
-        self.model, self.schedule = model, schedule
-
-    def forward(self, x, t, z=None):
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
-        return (x - alpha * self.model(x, t, z)) / sigma
+    @staticmethod
+    def to_epsilon(x, x0_pred, alpha, sigma):
+        return (x - alpha * x0_pred) / sigma
 
 
-class EpsilonFromV(nn.Module):
+class EpsilonFromV(_PredictionToEpsilon):
     """v-prediction model (v = α_t ε − σ_t x₀, Salimans & Ho 2022) → ε = σ_t x + α_t v."""
 
-    def __init__(self, model, schedule: VPSchedule):
-        super().__init__()
-        self.model, self.schedule = model, schedule
-
-    def forward(self, x, t, z=None):
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
-        return sigma * x + alpha * self.model(x, t, z)
+    @staticmethod
+    def to_epsilon(x, v_pred, alpha, sigma):
+        return sigma * x + alpha * v_pred
 
 
 def as_epsilon_model(model, schedule: VPSchedule, prediction_type: str = "epsilon"):
