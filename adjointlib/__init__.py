@@ -3,12 +3,14 @@
 Layout: ``schedules`` (α, σ, λ), ``grids`` (time grids), ``steps`` (stateless solver and adjoint
 steps), ``solvers`` (forward sampling), ``adjoint`` (AdjointDEIS), ``sample`` (the differentiable
 sampler), ``encoders`` (DDIM inversion, Cycle-SDE), ``models`` (the ε-model convention and
-adapters), ``toy`` (exact Gaussian oracle), ``brownian`` (consistent SDE noises).
+adapters), ``toy`` (exact Gaussian oracle), ``brownian`` (consistent SDE noises), ``gradients`` (the
+alternatives to the adjoint: backprop, checkpoint, blackbox, reversible; NFE counting).
 """
-from . import toy
+from . import gradients, toy
 from .adjoint import adjoint_deis
 from .brownian import BrownianPath
 from .encoders import cycle_sde_encode, ddim_invert
+from .gradients import CountingModel, reversible_solve, reversible_unsolve
 from .config import book_mode
 from .grids import time_grid
 from .models import DiffusersUNet, EpsilonFromV, EpsilonFromX0, as_epsilon_model
@@ -21,5 +23,6 @@ __all__ = [
     "LinearVP", "CosineVP", "DiscreteVP", "VPSchedule",
     "ddim_invert", "cycle_sde_encode", "BrownianPath",
     "DiffusersUNet", "EpsilonFromX0", "EpsilonFromV", "as_epsilon_model", "toy",
+    "gradients", "CountingModel", "reversible_solve", "reversible_unsolve",
 ]
 __version__ = "0.1.0"

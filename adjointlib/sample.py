@@ -12,6 +12,7 @@ from torch.autograd.function import once_differentiable
 from torch import nn
 
 from .adjoint import adjoint_deis
+from .gradients import GRAD_METHODS
 from .grids import resolve_grid
 from .solvers import check_conditions, draw_noises, solve
 from .validation import check_state
@@ -59,7 +60,7 @@ def _differentiable_params(model, params):
 
 def sample(model, schedule, x_T, z=None, *, steps, sde=False, order=1, adjoint_steps=None,
            adjoint_order=None, t_start=None, t_end=None, noises=None, generator=None, record=True,
-           params=None):
+           params=None, grad_method="adjoint", grad_options=None):
     """x_0 from x_T by DDIM / DPM-Solver-2M / SDE-DPM-Solver-1, differentiable by AdjointDEIS.
 
     Paper: Algorithm 1 and eqs. 2.14, 2.15, 3.6 (ODE: ``sde=False``; SDE: ``sde=True``).
@@ -72,6 +73,10 @@ def sample(model, schedule, x_T, z=None, *, steps, sde=False, order=1, adjoint_s
     (True) or recompute them backwards from x_0 (False, ODE only).  params: tensors whose
     gradient is wanted; default every parameter of ``model`` (an nn.Module) requiring grad.
     Returns x_0, shape of x_T; ``torch.autograd.grad(loss(x_0), [x_T, z, *params])`` runs AdjointDEIS.
+    grad_method: "adjoint" (AdjointDEIS, above) or one of ``adjointlib.gradients.GRAD_METHODS``:
+    "backprop", "checkpoint", "blackbox" (ODE; grad_options method/rtol/atol) or "reversible" (a
+    reversible sampler, a different x_0; grad_options coupling); the adjoint_* and record
+    arguments belong to "adjoint" only.
     """
     check_state(x_T)
     times = resolve_grid(schedule, steps, t_start, t_end)
@@ -81,6 +86,15 @@ def sample(model, schedule, x_T, z=None, *, steps, sde=False, order=1, adjoint_s
         raise ValueError("SDE states cannot be recomputed backwards (paper Remark 3.1): use record=True")
     if sde and noises is None:
         noises = draw_noises(n_steps, x_T, generator)
+    if grad_method != "adjoint":
+        if grad_method not in GRAD_METHODS:
+            raise ValueError(f"unknown grad_method {grad_method!r}; use 'adjoint' or one of {sorted(GRAD_METHODS)}")
+        if adjoint_steps is not None or adjoint_order is not None or record is not True:
+            raise ValueError("adjoint_steps, adjoint_order and record apply to grad_method='adjoint' only")
+        return GRAD_METHODS[grad_method](model, schedule, x_T, z, times, order=order, sde=sde, noises=noises,
+                                         params=_differentiable_params(model, params), **(grad_options or {}))
+    if grad_options:
+        raise ValueError("grad_options apply to grad_method other than 'adjoint'")
     scheduled = isinstance(z, (list, tuple))
     z_tensors = [] if z is None else (list(z) if scheduled else [z])
     z_tensors = [zi for zi in z_tensors if zi.is_floating_point()]
