@@ -8,7 +8,8 @@ one signature ``fn(model, schedule, x_T, z, times, *, order, sde, noises, params
 - ``blackbox``: AdjointDPM-style torchdiffeq ``odeint_adjoint`` on the PF-ODE (RK4 or dopri5);
 - ``reversible``: a McCallum–Foster reversible sampler (exact discrete gradient, O(1) memory).
 
-``CountingModel`` counts forward evaluations and VJPs of any of them.
+``CountingModel`` counts forward evaluations and VJPs of any of them; ``adjointlib.gradients.compare``
+(imported on its own) runs any method by name with its counts.
 """
 from .backprop import backprop_sample
 from .blackbox import blackbox_sample

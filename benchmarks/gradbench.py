@@ -1,0 +1,75 @@
+"""Shared pieces of the gradient benchmarks: problems, reference gradients, slope fits, atomic output."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+import adjointlib as al
+from adjointlib import toy
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "gradients"
+SCHEDULE = al.LinearVP()
+
+
+def toy_problem(seed=0, b=2, d=3):
+    """Gaussian toy (data std 0.5): (model, x_T, μ, c, exact ODE grads (x_T, z, θ), exact SDE grads (x_T, z))."""
+    g = torch.Generator().manual_seed(seed)
+    x_T, mu, cot = (torch.randn(b, d, generator=g, dtype=torch.float64) for _ in range(3))
+    model = toy.GaussianEpsModel(SCHEDULE, 0.5)
+    ode = toy.ode_gradients(SCHEDULE, x_T, mu, model.data_std.detach(), cot, SCHEDULE.t_max, SCHEDULE.t_min)
+    j_x, j_mu = toy.sde_jacobians(SCHEDULE, SCHEDULE.t_max, SCHEDULE.t_min, 0.5)
+    exact_ode = dict(x_T=ode[0], z=ode[1], theta=ode[2].reshape(1))
+    exact_sde = dict(x_T=j_x * cot, z=j_mu * cot)
+    return model, x_T, mu, cot, exact_ode, exact_sde
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def errors(grads, exact):
+    return {k: rel(grads[k], exact[k]) for k in exact}
+
+
+def fitted_slope(sizes, errs):
+    """Least-squares slope of log(error) against log(1/N)."""
+    xs = [-math.log(n) for n in sizes]
+    ys = [math.log(e) for e in errs]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def fit_window(sizes, errs, floor=1e-10, points=3):
+    """The `points` largest N whose error is above `floor` (round-off), as (sizes, errors)."""
+    kept = [(n, e) for n, e in zip(sizes, errs) if e > floor]
+    kept = kept[-points:]
+    return [n for n, _ in kept], [e for _, e in kept]
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    os.replace(tmp, path)
