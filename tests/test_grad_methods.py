@@ -186,3 +186,24 @@ def test_argument_errors():
         al.sample(model, SCH, x_T, z, steps=4, grad_method="reversible", grad_options=dict(coupling=1.5))
     with pytest.raises(ValueError, match="orders"):
         al.sample(model, SCH, x_T, z, steps=4, sde=True, order=2, grad_method="reversible")
+
+
+def test_compare_harness_runs_every_method_with_documented_counts():
+    from adjointlib.gradients.compare import METHODS, SDE_METHODS, gradient_with_counts
+
+    model = TanhEpsModel(D, ZD)
+    x_T, z, cot = _inputs(5)
+    n = 4
+    per_step = {"adjoint": (1, 1, 1), "backprop": (1, 0, 1), "checkpoint": (1, 1, 1), "blackbox-rk4": (4, 4, 4),
+                "reversible-1": (2, 2, 2), "reversible-2": (4, 4, 4)}
+    for method in METHODS:
+        grads, counts = gradient_with_counts(model, SCH, x_T, z, cot, method, n)
+        assert all(torch.isfinite(g).all() for g in grads.values())
+        key = next((k for k in per_step if method.startswith(k)), None)
+        if key is not None:
+            assert (counts["forward"], counts["backward_forward"], counts["backward_vjp"]) == tuple(
+                n * k for k in per_step[key]), (method, counts)
+    noises = torch.randn(n, B, D, dtype=torch.float64)
+    for method in SDE_METHODS:
+        grads, _ = gradient_with_counts(model, SCH, x_T, z, cot, method, n, sde=True, noises=noises)
+        assert grads["theta"].numel() == sum(p.numel() for p in model.parameters())
