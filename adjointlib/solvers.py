@@ -6,7 +6,8 @@ and Table 5), so that the adjoint can evaluate its VJPs on the sampling trajecto
 
 Conditional information z is None, one tensor for all steps, or a per-step schedule
 (a list/tuple with one tensor per step: step i, from times[i] to times[i+1], uses z[i];
-paper Thm 2.2).
+paper Thm 2.2).  DPM-Solver-2M restarts with a DDIM step where z changes (a new tensor object),
+since its finite difference of ε would otherwise straddle the jump.
 """
 from __future__ import annotations
 
@@ -92,7 +93,10 @@ def solve(model, schedule, x_T, z, times, *, order: int = 1, sde: bool = False, 
     states, eps_list = ([x_T], []) if record else ([], [])
     for i in tqdm(range(steps), desc="sampling", disable=progress is not True, leave=False):
         s, t = times[i], times[i + 1]
-        eps = call_model(model, x, float(s), condition_at(z, i))
+        z_i = condition_at(z, i)
+        if i > 0 and z_i is not condition_at(z, i - 1):
+            prev = None  # z jumps here: restart the multistep history with a first-order step
+        eps = call_model(model, x, float(s), z_i)
         x = step_fn(schedule, x, s, t, eps, prev=prev, noise=noises[i] if sde else None)
         prev = (s, eps)
         if record:

@@ -52,13 +52,15 @@ def test_cycle_sde_round_trip(dtype, tol):
     assert float((again - x0).abs().max()) < tol * max(1.0, float(x0.abs().max()))
 
 
-def test_cycle_sde_noises_are_roughly_standard_normal_for_the_exact_model():
-    """With the exact ε* of the Gaussian toy and data drawn from it, the encoded noises look N(0, 1)."""
-    sch = SCH
-    model = al.toy.GaussianEpsModel(sch, 0.5)
-    g = torch.Generator().manual_seed(4)
-    x0 = 0.5 * torch.randn(4000, 2, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        _, noises = al.cycle_sde_encode(model, sch, x0, torch.zeros_like(x0), steps=10, generator=g)
-    assert abs(float(noises.mean())) < 0.05
-    assert 0.5 < float(noises.std()) < 1.5
+def test_cycle_sde_noises_grow_on_finer_grids():
+    """Cycle-SDE noises are not N(0, I) draws: x_{t_i} are drawn independently, so consecutive states
+    differ by O(1) while the step's noise scale σ_t sqrt(e^{2h} − 1) shrinks like sqrt(h), and the
+    encoded noises' standard deviation grows like h^{−1/2} (measured 0.9, 1.3, 3.5 at N = 10, 20, 100)."""
+    model = al.toy.GaussianEpsModel(SCH, 0.5)
+    x0 = 0.5 * torch.randn(2000, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    stds = []
+    for n in (10, 40, 160):
+        _, noises = al.cycle_sde_encode(model, SCH, x0, torch.zeros_like(x0), steps=n,
+                                        generator=torch.Generator().manual_seed(5))
+        stds.append(float(noises.std()))
+    assert stds[0] < stds[1] < stds[2] and stds[2] / stds[1] > 1.5, stds
