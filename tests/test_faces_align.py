@@ -122,12 +122,12 @@ def test_differentiable_fr_crop_matches_cv2_warp_and_has_gradients():
     rng = np.random.default_rng(1)
     canon = cv2.GaussianBlur(rng.uniform(0, 1, (96, 96, 3)), (0, 0), 3.0)
     x = torch.from_numpy(canon).permute(2, 0, 1)[None]
-    crop = crop_from_canonical(x, ARCFACE_TEMPLATE_112, 112)[0].permute(1, 2, 0).numpy()
+    crop = crop_from_canonical(x, ARCFACE_TEMPLATE_112, 112, fill=0.0)[0].permute(1, 2, 0).numpy()
     pixel_map = similarity_transform(CANONICAL_TEMPLATE * 96 - 0.5, ARCFACE_TEMPLATE_112)
     ref = cv2.warpAffine(canon.astype(np.float32), pixel_map, (112, 112), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    inner = (slice(20, 92), slice(20, 92))  # away from the zero border
-    assert np.abs(crop[inner] - ref[inner]).max() < 2e-3  # cv2 quantises positions to 1/32 px
+    assert np.abs(crop - ref).max() < 2e-2  # cv2 quantises positions to 1/32 px
+    assert np.abs(crop - ref).mean() < 1e-3
 
     small = torch.rand(1, 3, 12, 12, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: crop_from_canonical(t, ARCFACE_TEMPLATE_112, 9), (small,))
@@ -136,6 +136,14 @@ def test_differentiable_fr_crop_matches_cv2_warp_and_has_gradients():
 def test_theta_of_the_identity_map_is_the_identity():
     theta = unit_affine_to_theta(np.array([[1.0, 0, 0], [0, 1.0, 0]]))
     np.testing.assert_allclose(theta.numpy(), [[1, 0, 0], [0, 1, 0]])
+
+
+def test_fr_crop_is_black_outside_the_canonical_square():
+    white = torch.ones(1, 3, 64, 64, dtype=torch.float64)
+    crop = crop_from_canonical(white, ARCFACE_TEMPLATE_112, 112)
+    assert crop[..., 0, 0].eq(-1).all() and crop[..., 60, 56].eq(1).all()  # corner outside, centre inside
+    grey = crop_from_canonical(white, ARCFACE_TEMPLATE_112, 112, fill=0.0)
+    assert grey[..., 0, 0].eq(0).all()
 
 
 def test_image_tensor_conversions_round_trip_and_validate():

@@ -100,7 +100,12 @@ class YuNetDetector:
         if not path.is_file():
             raise FileNotFoundError(f"YuNet model not found at {path}")
         self._cv2 = cv2
-        self._detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold)
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # OpenCV 5's harmless
+        try:  # "setPreferableTarget ... new graph engine" warning (yunet README)
+            self._detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, float] | None:
         """Five landmarks and confidence of the highest-scoring face, or None if no face.

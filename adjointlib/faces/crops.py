@@ -13,8 +13,8 @@ training data, by the morph baselines and, through :func:`crop_from_canonical`, 
 system) is the square [0.12, 0.92] x [0.20, 1.00] of the ArcFace 112x112 crop in ArcFace unit
 coordinates (side 0.8 crop widths, centre (0.52, 0.60)): it sits inside UTKFace's own chips
 (4 % of the canonical area falls outside a UTKFace chip on average) while keeping the eyes,
-nose, mouth and chin. The FR crops extend beyond it; the missing border is zero, as in the
-README's ``grid_sample`` recipe.
+nose, mouth and chin. The FR crops extend beyond it; the missing border is black (−1 on the
+[-1, 1] scale), as the README's zero-padded recipe gives on 0-255 pixels.
 """
 
 from __future__ import annotations
@@ -145,15 +145,16 @@ def unit_affine_to_theta(matrix: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([a, (a.sum(1) + 2.0 * t - 1.0)[:, None]], axis=1))
 
 
-def crop_from_canonical(x: torch.Tensor, template: np.ndarray, size: int) -> torch.Tensor:
+def crop_from_canonical(x: torch.Tensor, template: np.ndarray, size: int, fill: float = -1.0) -> torch.Tensor:
     """Differentiably resample canonical crops into an FR system's crop frame.
 
     Source: mobilefacenet README, "Differentiable equivalent" (``affine_grid``/``grid_sample``,
-    bilinear, zero padding, align_corners=False).
+    bilinear, zero padding of 0-255 pixels, align_corners=False).
     Convention: the FR frame is fixed by its 5-point ``template`` (pixels of a size x size crop);
     the map FR-unit → canonical-unit is the least-squares similarity from
-    (template + 0.5)/size to :data:`CANONICAL_TEMPLATE`; works for any canonical resolution and
-    any floating dtype; values keep their range.
+    (template + 0.5)/size to :data:`CANONICAL_TEMPLATE`; outside the canonical square the crop
+    takes the value ``fill`` (−1 = black for images in [-1, 1]), computed as
+    grid_sample(x − fill) + fill; any canonical resolution and floating dtype.
     Shapes: x (N, C, S, S) -> (N, C, size, size).
     """
     if x.ndim != 4 or x.shape[-1] != x.shape[-2] or not x.is_floating_point():
@@ -161,7 +162,7 @@ def crop_from_canonical(x: torch.Tensor, template: np.ndarray, size: int) -> tor
     unit_map = similarity_transform((np.asarray(template) + 0.5) / size, CANONICAL_TEMPLATE)
     theta = unit_affine_to_theta(unit_map).to(x).expand(x.shape[0], 2, 3)
     grid = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
 def arcface_crop_cv2(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

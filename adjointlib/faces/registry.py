@@ -67,11 +67,13 @@ class FaceRecognizer(nn.Module):
     def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
         """Embed crops that are already in this system's frame (e.g. verification PNGs).
 
-        Source: model README "Input convention". Convention: crops RGB in [-1, 1].
+        Source: model README "Input convention". Convention: crops RGB in [-1, 1]; run in the
+        network's dtype with channels-last memory format (faster convolutions on CPU).
         Shapes: (N, 3, crop_size, crop_size) -> (N, D).
         """
         param = next(self.network.parameters())
-        return self.network(self.normalise(crops.to(param.dtype)))
+        x = self.normalise(crops.to(param.dtype)).contiguous(memory_format=torch.channels_last)
+        return self.network(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed canonical crops; shapes (N, 3, S, S) in [-1, 1] -> (N, D)."""
