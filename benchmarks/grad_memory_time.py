@@ -119,6 +119,7 @@ def main():
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--channels", type=int, nargs=2, default=[32, 64])
     parser.add_argument("--out", default=None)
+    parser.add_argument("--tag", default="", help="suffix of the output names (memory_time{tag}.csv, memory{tag}.png)")
     parser.add_argument("--child", nargs=2, metavar=("METHOD", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     common = ["--device", args.device, "--batch", str(args.batch), "--size", str(args.size),
@@ -137,8 +138,8 @@ def main():
             r = rows[-1]
             print(f"done {method} N={steps}: {r['above_baseline_mib']:.1f} MiB, "
                   f"{r['grad_cpu_s'] / r['plain_cpu_s']:.2f}x", file=sys.stderr, flush=True)
-    write_csv(out / "memory_time.csv", rows)
-    plot(rows, out / "memory.png")
+    write_csv(out / f"memory_time{args.tag}.csv", rows)
+    plot(rows, out / f"memory{args.tag}.png")
     print(f"device={args.device} batch={args.batch} image=3x{args.size}x{args.size} UNet channels={args.channels} "
           "float32, 1 thread")
     print(f"{'method':24s} {'N':>4s} {'peak MiB':>9s} {'above base':>10s} {'NFE f/bf/vjp':>16s} "

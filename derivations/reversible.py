@@ -24,7 +24,7 @@ exponential midpoint rule with :math:`\lambda_r=\lambda_s+h/2` is DPM-Solver++(2
 test flow with factor J per step (:math:`\Psi_f(u)=(J-1)u`, :math:`\Psi_b(u)=(1/J-1)u`) the step
 matrix has determinant ζ and eigenvalues J and ζ/J: a parasitic mode that grows forwards by
 :math:`\prod\zeta/J_n` and backwards by :math:`\prod J_n/\zeta` — the reason the frame of the
-coupling matters (x/σ: the flow expands mildly, J > 1 over the whole grid).
+coupling matters (the data frames: J ⪰ I step by step for a denoiser, so the parasitic mode is damped forwards).
 """
 import sympy as sm
 

@@ -51,6 +51,7 @@ class _CheckpointedStep(torch.autograd.Function):
 def checkpoint_sample(model, schedule, x_T, z, times, *, order=1, sde=False, noises=None, params=()):
     """x_0 by DDIM / DPM-Solver-2M / SDE-DPM-Solver-1 (as ``solve``), one checkpointed node per step.
 
+    Like ``solve``, DPM-Solver-2M restarts with a first-order step where a per-step z changes (a new tensor).
     x_T: (b, ...); z: None, (b, ...) or one tensor per step; times: (N+1,) decreasing; params: the
     tensors θ whose gradient is wanted (``sample`` passes the model's parameters requiring grad).
     Returns x_0, (b, ...).
@@ -78,5 +79,7 @@ def checkpoint_sample(model, schedule, x_T, z, times, *, order=1, sde=False, noi
             prev = None if eps_prev is None else (r, eps_prev)
             return step_fn(schedule, x, s, t, eps_s, prev=prev, noise=noise), eps_s
 
-        x, eps = _CheckpointedStep.apply(step, x, eps if order == 2 else None, condition_at(z, i), *params)
+        z_i = condition_at(z, i)
+        restart = i > 0 and z_i is not condition_at(z, i - 1)  # as ``solve``: a z jump restarts the 2M history
+        x, eps = _CheckpointedStep.apply(step, x, eps if order == 2 and not restart else None, z_i, *params)
     return x

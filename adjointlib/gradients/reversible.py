@@ -13,24 +13,26 @@ SDE-DPM-Solver-1; the exponential midpoint rule (λ_r = (λ_s + λ_t)/2) is DPM-
 DPM-Solver-2.  Run from t to s (towards noise) the same formula is the step's time reversal, with
 −ΔW for the SDE.
 
-Coupling (McCallum & Foster 2024, eq. 2; the coupling of Rex, Blasingame & Liu 2025).  In the frame
-u = x/σ, with Ψ(s → t, u) = u_t − u the base step written as an increment and ζ ∈ (0, 1], two
-states (u, û) start from u_0 = û_0 = x_T/σ_T and
+Coupling (McCallum & Foster 2024, eq. 2; the coupling of Rex, Blasingame & Liu 2025).  In the base's
+own frame v, with Ψ(s → t, v) = v_t − v the base step written as an increment and ζ ∈ (0, 1], two
+states (v, v̂) start from v_0 = v̂_0 = x_T/κ_T and
 
-    u_{n+1} = ζ u_n + (1 − ζ) û_n + Ψ(t_n → t_{n+1}, û_n)
-    û_{n+1} = û_n − Ψ(t_{n+1} → t_n, u_{n+1})
+    v_{n+1} = ζ v_n + (1 − ζ) v̂_n + Ψ(t_n → t_{n+1}, v̂_n)
+    v̂_{n+1} = v̂_n − Ψ(t_{n+1} → t_n, v_{n+1})
 
-whose inverse is explicit:  û_n = û_{n+1} + Ψ(t_{n+1} → t_n, u_{n+1}),
-u_n = (u_{n+1} − (1 − ζ) û_n − Ψ(t_n → t_{n+1}, û_n)) / ζ.  The output is x_0 = σ_0 u_N.  A step
-of the pair has eigenvalues ≈ J_n (the flow's) and ≈ ζ/J_n (a parasitic mode): the frame x/σ, in
-which the flow is mildly expanding (J = (σ_T/σ_0) ∂x_0/∂x_T > 1), damps the parasitic mode forwards
-and keeps its growth backwards (the reconstruction's round-off) near J; frames in which the flow
-contracts strongly (x/α: J ≈ α_T/α_0 ≈ 1/150) amplify the truncation error forwards instead.
-The backward pass walks the inverse, evaluating each Ψ once with a graph for both the
-reconstruction and its VJP: the exact gradient of this discrete sampler with O(1) memory.  Cost per
-step: 2 (Euler) or 4 (midpoint) evaluations forwards, as many evaluations and VJPs backwards.
-The error of the Euler coupling behaves as O(h) + O((1 − ζ) h N): with N < 1/(1 − ζ) it has a floor
-∝ (1 − ζ) rather than order 1 (chapter 07).
+whose inverse is explicit:  v̂_n = v̂_{n+1} + Ψ(t_{n+1} → t_n, v_{n+1}),
+v_n = (v_{n+1} − (1 − ζ) v̂_n − Ψ(t_n → t_{n+1}, v̂_n)) / ζ.  The output is x_0 = κ_0 v_N.  A step of the
+pair has eigenvalues ≈ J_n (the flow's, per step) and ≈ ζ/J_n (a parasitic mode).  In the data frames
+J_n = I + ΔC κ ∂x_θ/∂x with ΔC > 0 and ∂x_θ/∂x ⪰ 0 for a denoiser, so J_n ⪰ I: the parasitic mode is
+damped forwards, and backwards the reconstruction's round-off grows by at most the flow's total
+expansion in that frame (≈ σ_T/σ_0 for the ODE, α_0σ_T²/(α_Tσ_0²) for the SDE, times ∂x_0/∂x_T).  The
+noise frames have ΔC < 0 (J_n ≺ I near the data) and amplify the truncation error forwards instead; so
+does coupling the SDE in x/σ, where J_n ≈ e^{−h} wherever ∂x_θ/∂x ≈ 0 (chapter 07).
+The backward pass walks the inverse, evaluating each Ψ once with a graph for both the reconstruction
+and its VJP: the exact gradient of this discrete sampler with O(1) memory.  Cost per step: 2 (Euler)
+or 4 (midpoint) evaluations forwards, as many evaluations and VJPs backwards.  The error of the Euler
+coupling behaves as O(h) + O((1 − ζ) h N): with N < 1/(1 − ζ) it has a floor ∝ (1 − ζ) rather than
+order 1 (chapter 07).
 """
 from __future__ import annotations
 
@@ -78,56 +80,53 @@ def _prediction(model, form, x, t, z, alpha, sigma):
     return eps if form == "noise" else (x - sigma * eps) / alpha
 
 
-def euler_increment(model, schedule, u, s, t, z, noise=None, form="data", sde=False):
+def euler_increment(model, schedule, v, s, t, z, noise=None, form="data", sde=False):
     """DDIM / SDE-DPM-Solver++1 (form "data") or DDIM / SDE-DPM-Solver-1 (form "noise", paper eq. 3.6)
     as explicit Euler(–Maruyama) in the form's frame v = x/κ (Lu et al. 2022, 2022b):
 
         v_t = v_s + (C_t − C_s) G(κ_s v_s, s) + sign(N_s − N_t) sqrt(|N_s − N_t|) ξ   (ξ = ``noise``, SDE only)
 
-    with G = x_θ or ε_θ, returned as the increment u_t − u_s of u = x/σ.  Either direction (s > t
-    towards data; towards noise ξ enters as −ΔW).  u, ξ: (b, ...).
+    with G = x_θ or ε_θ, returned as the increment v_t − v_s.  Either direction (s > t towards data;
+    towards noise ξ enters as −ΔW).  v, ξ: (b, ...).
     """
-    (k_s, c_s, n_s, a_s, sg_s), (k_t, c_t, n_t, _, sg_t) = _frame(schedule, form, sde, s, t)
-    v = (sg_s / k_s) * u
-    v_t = v + (c_t - c_s) * _prediction(model, form, k_s * v, s, z, a_s, sg_s)
+    (k_s, c_s, n_s, a_s, sg_s), (_, c_t, n_t, _, _) = _frame(schedule, form, sde, s, t)
+    out = (c_t - c_s) * _prediction(model, form, k_s * v, s, z, a_s, sg_s)
     if sde:
         if noise is None:
             raise ValueError("an SDE increment needs a noise tensor")
-        v_t = v_t + math.copysign(math.sqrt(abs(n_s - n_t)), n_s - n_t) * noise
-    return (k_t / sg_t) * v_t - u
+        out = out + math.copysign(math.sqrt(abs(n_s - n_t)), n_s - n_t) * noise
+    return out
 
 
-def midpoint_increment(model, schedule, u, s, t, z, noise=None, form="data", sde=False):
+def midpoint_increment(model, schedule, v, s, t, z, noise=None, form="data", sde=False):
     """DPM-Solver++(2S) (form "data") or DPM-Solver-2 (form "noise"; Lu et al. 2022, Alg. 1, r₁ = ½),
     the exponential midpoint rule with λ_r = (λ_s + λ_t)/2, ODE only, in the form's frame:
 
         v_r = v_s + (C_r − C_s) G(κ_s v_s, s),   v_t = v_s + (C_t − C_s) G(κ_r v_r, r),
 
-    returned as the increment u_t − u_s of u = x/σ.  u: (b, ...).
+    returned as the increment v_t − v_s.  v: (b, ...).
     """
     lam = schedule.lam(torch.tensor([float(s), float(t)], dtype=torch.float64))
     r = float(schedule.t_of_lam(lam.mean()))
-    (k_s, c_s, _, a_s, sg_s), (k_t, c_t, _, _, sg_t), (k_r, c_r, _, a_r, sg_r) = _frame(schedule, form, False, s, t, r)
-    v = (sg_s / k_s) * u
+    (k_s, c_s, _, a_s, sg_s), (_, c_t, _, _, _), (k_r, c_r, _, a_r, sg_r) = _frame(schedule, form, False, s, t, r)
     v_r = v + (c_r - c_s) * _prediction(model, form, k_s * v, s, z, a_s, sg_s)
-    v_t = v + (c_t - c_s) * _prediction(model, form, k_r * v_r, r, z, a_r, sg_r)
-    return (k_t / sg_t) * v_t - u
+    return (c_t - c_s) * _prediction(model, form, k_r * v_r, r, z, a_r, sg_r)
 
 
 INCREMENTS = {(1, False): euler_increment, (2, False): midpoint_increment, (1, True): euler_increment}
 
 
-def reversible_step(increment, model, schedule, u, u_hat, s, t, z, noise, coupling, form="data", sde=False):
-    """One McCallum–Foster step s → t (module doc).  Returns (u_t, û_t), each (b, ...)."""
-    u_new = coupling * u + (1.0 - coupling) * u_hat + increment(model, schedule, u_hat, s, t, z, noise, form, sde)
-    return u_new, u_hat - increment(model, schedule, u_new, t, s, z, noise, form, sde)
+def reversible_step(increment, model, schedule, v, v_hat, s, t, z, noise, coupling, form="data", sde=False):
+    """One McCallum–Foster step s → t (module doc).  Returns (v_t, v̂_t), each (b, ...)."""
+    v_new = coupling * v + (1.0 - coupling) * v_hat + increment(model, schedule, v_hat, s, t, z, noise, form, sde)
+    return v_new, v_hat - increment(model, schedule, v_new, t, s, z, noise, form, sde)
 
 
-def reversible_step_inverse(increment, model, schedule, u, u_hat, s, t, z, noise, coupling, form="data", sde=False):
-    """The exact inverse of ``reversible_step``: (u_t, û_t) → (u_s, û_s), each (b, ...)."""
-    u_hat_s = u_hat + increment(model, schedule, u, t, s, z, noise, form, sde)
-    u_s = (u - (1.0 - coupling) * u_hat_s - increment(model, schedule, u_hat_s, s, t, z, noise, form, sde)) / coupling
-    return u_s, u_hat_s
+def reversible_step_inverse(increment, model, schedule, v, v_hat, s, t, z, noise, coupling, form="data", sde=False):
+    """The exact inverse of ``reversible_step``: (v_t, v̂_t) → (v_s, v̂_s), each (b, ...)."""
+    v_hat_s = v_hat + increment(model, schedule, v, t, s, z, noise, form, sde)
+    v_s = (v - (1.0 - coupling) * v_hat_s - increment(model, schedule, v_hat_s, s, t, z, noise, form, sde)) / coupling
+    return v_s, v_hat_s
 
 
 def _checked_increment(x, z, times, order, sde, noises, coupling, form):
@@ -147,15 +146,15 @@ def _checked_increment(x, z, times, order, sde, noises, coupling, form):
     return INCREMENTS[(order, sde)]
 
 
-def _scales(schedule, times):
-    """σ at times[0] and times[-1] (the coupling frame u = x/σ)."""
-    sigma = schedule.sigma(torch.tensor([float(times[0]), float(times[-1])], dtype=torch.float64))
-    return float(sigma[0]), float(sigma[1])
+def _scales(schedule, form, sde, times):
+    """κ at times[0] and times[-1] (the frame v = x/κ)."""
+    (k_T, *_), (k_0, *_) = _frame(schedule, form, sde, times[0], times[-1])
+    return k_T, k_0
 
 
 def reversible_solve(model, schedule, x_T, z, times, *, order=1, sde=False, noises=None, coupling=0.999,
                      form="data"):
-    """Run the reversible sampler from x_T along ``times``: the pair (x_0, x̂_0) = σ_0 (u_N, û_N).
+    """Run the reversible sampler from x_T along ``times``: the pair (x_0, x̂_0) = κ_0 (v_N, v̂_N).
 
     order 1: DDIM base (SDE: SDE-DPM-Solver(++)1 with ``noises`` (N, *x_T.shape)), order 2:
     exponential midpoint base; form "data" (default) or "noise" picks the frame (module doc).
@@ -163,12 +162,12 @@ def reversible_solve(model, schedule, x_T, z, times, *, order=1, sde=False, nois
     x_T: (b, ...); z: None, (b, ...) or one tensor per step.  Returns two (b, ...) tensors.
     """
     increment = _checked_increment(x_T, z, times, order, sde, noises, coupling, form)
-    k_T, k_0 = _scales(schedule, times)
-    u = u_hat = x_T / k_T
+    k_T, k_0 = _scales(schedule, form, sde, times)
+    v = v_hat = x_T / k_T
     for i in range(len(times) - 1):
-        u, u_hat = reversible_step(increment, model, schedule, u, u_hat, times[i], times[i + 1], condition_at(z, i),
+        v, v_hat = reversible_step(increment, model, schedule, v, v_hat, times[i], times[i + 1], condition_at(z, i),
                                    noises[i] if sde else None, coupling, form, sde)
-    return k_0 * u, k_0 * u_hat
+    return k_0 * v, k_0 * v_hat
 
 
 @torch.no_grad()
@@ -179,23 +178,23 @@ def reversible_unsolve(model, schedule, x_0, x_hat_0, z, times, *, order=1, sde=
     Both returned tensors equal the x_T that produced (x_0, x̂_0), up to round-off.  Shapes (b, ...).
     """
     increment = _checked_increment(x_0, z, times, order, sde, noises, coupling, form)
-    k_T, k_0 = _scales(schedule, times)
-    u, u_hat = x_0 / k_0, x_hat_0 / k_0
+    k_T, k_0 = _scales(schedule, form, sde, times)
+    v, v_hat = x_0 / k_0, x_hat_0 / k_0
     for i in reversed(range(len(times) - 1)):
-        u, u_hat = reversible_step_inverse(increment, model, schedule, u, u_hat, times[i], times[i + 1],
+        v, v_hat = reversible_step_inverse(increment, model, schedule, v, v_hat, times[i], times[i + 1],
                                            condition_at(z, i), noises[i] if sde else None, coupling, form, sde)
-    return k_T * u, k_T * u_hat
+    return k_T * v, k_T * v_hat
 
 
-def _increment_vjp(config, u, s, t, z_i, noise, cotangent, inputs):
-    """Ψ(s → t, u) without graph, and the VJPs (cotangentᵀ ∂Ψ/∂u, [cotangentᵀ ∂Ψ/∂p for p in inputs])."""
+def _increment_vjp(config, v, s, t, z_i, noise, cotangent, inputs):
+    """Ψ(s → t, v) without graph, and the VJPs (cotangentᵀ ∂Ψ/∂v, [cotangentᵀ ∂Ψ/∂p for p in inputs])."""
     with torch.enable_grad():
-        u = u.detach().requires_grad_(True)
-        out = config["increment"](config["model"], config["schedule"], u, s, t, z_i, noise, config["form"],
+        v = v.detach().requires_grad_(True)
+        out = config["increment"](config["model"], config["schedule"], v, s, t, z_i, noise, config["form"],
                                   config["sde"])
-        grads = torch.autograd.grad(out, [u, *inputs], grad_outputs=cotangent, allow_unused=True)
-    v_u, *v_rest = grads
-    return out.detach(), v_u, [torch.zeros_like(p) if g is None else g for p, g in zip(inputs, v_rest)]
+        grads = torch.autograd.grad(out, [v, *inputs], grad_outputs=cotangent, allow_unused=True)
+    vjp_v, *v_rest = grads
+    return out.detach(), vjp_v, [torch.zeros_like(p) if g is None else g for p, g in zip(inputs, v_rest)]
 
 
 class _ReversibleSample(torch.autograd.Function):
@@ -219,9 +218,9 @@ class _ReversibleSample(torch.autograd.Function):
         z_leaf = (leaves if config["scheduled"] else leaves[0]) if n_z else config["z"]
         grads_z = [torch.zeros_like(leaf) for leaf in leaves]
         grads_params = [torch.zeros_like(p) for p in config["params"]]
-        k_T, k_0 = _scales(config["schedule"], times)
-        u, u_hat = ctx.pair[0] / k_0, ctx.pair[1] / k_0
-        a_u, a_u_hat = k_0 * grad_x0, torch.zeros_like(grad_x0)
+        k_T, k_0 = _scales(config["schedule"], config["form"], config["sde"], times)
+        v, v_hat = ctx.pair[0] / k_0, ctx.pair[1] / k_0
+        a_v, a_v_hat = k_0 * grad_x0, torch.zeros_like(grad_x0)
 
         def accumulate(step, v_rest, sign):
             if n_z:
@@ -233,25 +232,25 @@ class _ReversibleSample(torch.autograd.Function):
             s, t = times[i], times[i + 1]
             z_i, noise = condition_at(z_leaf, i), config["noises"][i] if config["sde"] else None
             inputs = ([z_i] if n_z else []) + list(config["params"])
-            # û_{i+1} = û_i − Ψ(t → s, u_{i+1})
-            back, v_u, v_rest = _increment_vjp(config, u, t, s, z_i, noise, a_u_hat, inputs)
-            u_hat_s = u_hat + back
-            a_u = a_u - v_u
+            # v̂_{i+1} = v̂_i − Ψ(t → s, v_{i+1})
+            back, vjp_v, v_rest = _increment_vjp(config, v, t, s, z_i, noise, a_v_hat, inputs)
+            v_hat_s = v_hat + back
+            a_v = a_v - vjp_v
             accumulate(i, v_rest, -1.0)
-            # u_{i+1} = ζ u_i + (1 − ζ) û_i + Ψ(s → t, û_i)
-            fwd, v_u_hat, v_rest = _increment_vjp(config, u_hat_s, s, t, z_i, noise, a_u, inputs)
-            u, u_hat = (u - (1.0 - zeta) * u_hat_s - fwd) / zeta, u_hat_s
-            a_u_hat = a_u_hat + (1.0 - zeta) * a_u + v_u_hat
-            a_u = zeta * a_u
+            # v_{i+1} = ζ v_i + (1 − ζ) v̂_i + Ψ(s → t, v̂_i)
+            fwd, vjp_v_hat, v_rest = _increment_vjp(config, v_hat_s, s, t, z_i, noise, a_v, inputs)
+            v, v_hat = (v - (1.0 - zeta) * v_hat_s - fwd) / zeta, v_hat_s
+            a_v_hat = a_v_hat + (1.0 - zeta) * a_v + vjp_v_hat
+            a_v = zeta * a_v
             accumulate(i, v_rest, 1.0)
-        return (None, (a_u + a_u_hat) / k_T, *grads_z, *grads_params)
+        return (None, (a_v + a_v_hat) / k_T, *grads_z, *grads_params)
 
 
 def reversible_sample(model, schedule, x_T, z, times, *, order=1, sde=False, noises=None, params=(), coupling=0.999,
                       form="data"):
     """x_0 of the reversible sampler (``reversible_solve``), differentiable with O(1) memory.
 
-    The backward pass rebuilds (u_i, û_i) by ``reversible_step_inverse`` and back-propagates each
+    The backward pass rebuilds (v_i, v̂_i) by ``reversible_step_inverse`` and back-propagates each
     step at once: the exact gradient of the discrete reversible sampler w.r.t. x_T, z (each z_i of a
     per-step schedule) and ``params``.  coupling: ζ (default 0.999, as Rex).  Returns x_0, (b, ...).
     """
