@@ -9,7 +9,7 @@ clock, ``coarse_noises``).  NFE = forward evaluations of sampling + forward eval
 the backward pass, counted by ``CountingModel``.  Writes results/gradients/accuracy.csv,
 orders.csv, accuracy_meta.json and accuracy_{toy,unet}.png (atomically).
 
-    python benchmarks/grad_accuracy.py [--problems toy unet] [--quick]
+    python benchmarks/grad_accuracy.py [--parts toy-ode toy-sde unet-ode unet-sde] [--quick]
 Target (issue 4): each method's measured order matches theory within ±0.15.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from small_unet import small_unet
 
 ODE_METHODS = [m for m in METHODS if m != "blackbox-dopri5"]
 QUANTITIES = ("x_T", "z", "theta")
+PARTS = ["toy-ode", "toy-sde", "unet-ode", "unet-sde"]
 
 
 def _row(problem, sde, method, steps, tol, counts, errs):
@@ -53,11 +54,15 @@ def _sweep(problem, model, x_T, z, cot, exact, sizes, tolerances, params, log):
     return rows
 
 
-def run_toy(quick, log):
+def run_toy(quick, log, parts):
     model, x_T, mu, cot, exact_ode, exact_sde = toy_problem()
     sizes = [10, 20, 40, 80, 160] if quick else [10, 20, 40, 80, 160, 320, 640, 1280]
     tolerances = [1e-3, 1e-5] if quick else [1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
-    rows = _sweep("toy", model, x_T, mu, cot, exact_ode, sizes, tolerances, [model.data_std], log)
+    rows = []
+    if "toy-ode" in parts:
+        rows += _sweep("toy", model, x_T, mu, cot, exact_ode, sizes, tolerances, [model.data_std], log)
+    if "toy-sde" not in parts:
+        return rows, {}
     sde_sizes = [20, 40, 80, 160] if quick else [20, 40, 80, 160, 320, 640, 1280, 2560]
     for method in SDE_METHODS:
         for n in sde_sizes:
@@ -69,10 +74,20 @@ def run_toy(quick, log):
     return rows, {}
 
 
-def run_unet(quick, log, ref_steps, fine_sde):
+def run_unet(quick, log, ref_steps, fine_sde, parts):
     model, z_dim, shape = small_unet(SCHEDULE)
     g = torch.Generator().manual_seed(0)
     x_T, z, cot = (torch.randn(1, *s, generator=g, dtype=torch.float64) for s in (shape, (z_dim,), shape))
+    meta, rows = {}, []
+    if "unet-ode" in parts:
+        rows, meta = _unet_ode(model, x_T, z, cot, quick, log, ref_steps)
+    if "unet-sde" in parts:
+        r, m = _unet_sde(model, x_T, z, cot, quick, log, fine_sde)
+        rows, meta = rows + r, dict(meta, **m)
+    return rows, meta
+
+
+def _unet_ode(model, x_T, z, cot, quick, log, ref_steps):
     meta = {}
     reference, _ = gradient_with_counts(model, SCHEDULE, x_T, z, cot, "backprop-2M", ref_steps)
     half, _ = gradient_with_counts(model, SCHEDULE, x_T, z, cot, "backprop-2M", ref_steps // 2)
@@ -81,8 +96,11 @@ def run_unet(quick, log, ref_steps, fine_sde):
     log(f"unet ODE reference done: {meta['ode_reference']}")
     sizes = [10, 20, 40] if quick else [10, 20, 40, 80, 160, 320]
     tolerances = [1e-3] if quick else [1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
-    rows = _sweep("unet", model, x_T, z, cot, reference, sizes, tolerances, None, log)
+    return _sweep("unet", model, x_T, z, cot, reference, sizes, tolerances, None, log), meta
 
+
+def _unet_sde(model, x_T, z, cot, quick, log, fine_sde):
+    meta, rows = {}, []
     fine = al.time_grid(SCHEDULE, fine_sde)
     xi = torch.randn(fine_sde, *x_T.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     reference, _ = gradient_with_counts(model, SCHEDULE, x_T, z, cot, "backprop-1", fine, sde=True, noises=xi)
@@ -108,7 +126,8 @@ def orders(rows):
     keys = sorted({(r["problem"], r["process"], r["method"]) for r in rows if r["steps"] != ""})
     for problem, process, method in keys:
         sel = [r for r in rows if (r["problem"], r["process"], r["method"]) == (problem, process, method)]
-        theory = 1 if process == "SDE" else THEORETICAL_ORDER[method]
+        # SDE: strong order 1, except on the toy, whose VJPs do not depend on the path (an ODE for the adjoint)
+        theory = THEORETICAL_ORDER[method] if process == "ODE" or problem == "toy" else 1
         for q in QUANTITIES:
             if sel[0][f"err_{q}"] == "":
                 continue
@@ -133,12 +152,12 @@ def plot(rows, problem, path):
         sel = [r for r in rows if r["problem"] == problem and r["process"] == process]
         for j, q in enumerate(QUANTITIES):
             ax = axes[i, j]
-            for method in dict.fromkeys(r["method"] for r in sel):
+            for k, method in enumerate(dict.fromkeys(r["method"] for r in sel)):
                 pts = [(r["nfe_total"], r[f"err_{q}"]) for r in sel if r["method"] == method and r[f"err_{q}"] != ""]
-                pts = [(n, max(e, 1e-16)) for n, e in pts]
+                pts = [(float(n), max(float(e), 1e-16)) for n, e in pts]
                 if pts:
                     style = "--" if "recomputed" in method else ("-." if method.startswith("checkpoint") else "-")
-                    ax.loglog(*zip(*pts), style, marker="o", ms=3, label=method)
+                    ax.loglog(*zip(*pts), style, marker="o", ms=3, color=plt.cm.tab20(k % 20), label=method)
             ax.set_title(f"{problem} {process}: dL/d{q}")
             ax.set_xlabel("network evaluations (forward + VJP, both passes)")
             ax.set_ylabel("relative error")
@@ -152,37 +171,65 @@ def plot(rows, problem, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", nargs="+", default=["toy", "unet"], choices=["toy", "unet"])
+    parser.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS,
+                        help="run only these parts; the other parts' rows are kept from the existing accuracy.csv")
     parser.add_argument("--quick", action="store_true", help="small grids (smoke test)")
     parser.add_argument("--ref-steps", type=int, default=2000)
     parser.add_argument("--fine-sde", type=int, default=4096)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--replot", action="store_true", help="only redraw the figures from accuracy.csv")
     args = parser.parse_args()
+    if args.replot:
+        import csv
+        from pathlib import Path
+
+        with open(Path(args.out) / "accuracy.csv") as f:
+            rows = list(csv.DictReader(f))
+        for problem in ("toy", "unet"):
+            plot(rows, problem, Path(args.out) / f"accuracy_{problem}.png")
+        return
     torch.set_num_threads(1)
     start = time.perf_counter()
 
     def log(msg):
         print(f"[{time.perf_counter() - start:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    rows, meta = [], {}
-    if "toy" in args.problems:
-        r, m = run_toy(args.quick, log)
-        rows += r
-        meta.update(toy=m)
-    if "unet" in args.problems:
-        r, m = run_unet(args.quick, log, args.ref_steps // (10 if args.quick else 1),
-                        args.fine_sde // (8 if args.quick else 1))
-        rows += r
-        meta.update(unet=m)
     from pathlib import Path
 
     out = Path(args.out)
+    rows, meta = [], dict(toy={}, unet={})
+    if set(args.parts) != set(PARTS) and (out / "accuracy.csv").exists():  # keep the other parts' rows
+        import csv
+        import json
+
+        with open(out / "accuracy.csv") as f:
+            old = list(csv.DictReader(f))
+        for r in old:
+            if f"{r['problem']}-{r['process'].lower()}" not in args.parts:
+                for k in ("steps", "nfe_forward", "nfe_backward_forward", "nfe_backward_vjp", "nfe_total"):
+                    r[k] = int(r[k]) if r[k] != "" else ""
+                for k in ("tol",) + tuple(f"err_{q}" for q in QUANTITIES):
+                    r[k] = float(r[k]) if r[k] != "" else ""
+                rows.append(r)
+        old_meta = json.loads((out / "accuracy_meta.json").read_text())
+        meta["unet"] = {k: v for k, v in old_meta.get("unet", {}).items()
+                        if not ((k == "ode_reference" and "unet-ode" in args.parts)
+                                or (k == "sde_reference" and "unet-sde" in args.parts))}
+    r, _ = run_toy(args.quick, log, args.parts)
+    rows += r
+    if {"unet-ode", "unet-sde"} & set(args.parts):
+        r, m = run_unet(args.quick, log, args.ref_steps // (10 if args.quick else 1),
+                        args.fine_sde // (8 if args.quick else 1), args.parts)
+        rows += r
+        meta["unet"].update(m)
+    order = {(p, q): i for i, (p, q) in enumerate([("toy", "ODE"), ("toy", "SDE"), ("unet", "ODE"), ("unet", "SDE")])}
+    rows.sort(key=lambda r: order[r["problem"], r["process"]])  # stable: keeps each part's method order
     order_rows = orders(rows)
     write_csv(out / "accuracy.csv", rows)
     write_csv(out / "orders.csv", order_rows)
-    write_json(out / "accuracy_meta.json", dict(meta, quick=args.quick, problems=args.problems,
-                                                ref_steps=args.ref_steps, fine_sde=args.fine_sde))
-    for problem in args.problems:
+    write_json(out / "accuracy_meta.json", dict(meta, quick=args.quick, ref_steps=args.ref_steps,
+                                                fine_sde=args.fine_sde))
+    for problem in ("toy", "unet"):
         plot(rows, problem, out / f"accuracy_{problem}.png")
     print(f"{'problem':7s} {'proc':4s} {'method':24s} {'qty':6s} {'fit N':16s} {'slope':>6s} {'theory':>6s}  verdict")
     for o in order_rows:

@@ -88,12 +88,14 @@ def plot(rows, path):
     from gradbench import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for k, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
         sel = [r for r in rows if r["method"] == method]
         style = "--" if "recomputed" in method else ("-." if method.startswith("checkpoint") else "-")
-        axes[0].plot([r["steps"] for r in sel], [r["above_baseline_mib"] for r in sel], style, marker="o", label=method)
-        axes[1].plot([r["steps"] for r in sel], [r["grad_cpu_s"] / r["plain_cpu_s"] for r in sel], style, marker="o",
+        color = plt.cm.tab10(k % 10)
+        axes[0].plot([r["steps"] for r in sel], [r["above_baseline_mib"] for r in sel], style, marker="o", color=color,
                      label=method)
+        axes[1].plot([r["steps"] for r in sel], [r["grad_cpu_s"] / r["plain_cpu_s"] for r in sel], style, marker="o",
+                     color=color, label=method)
     axes[0].set_xlabel("sampling steps N")
     axes[0].set_ylabel("peak memory above baseline (MiB)")
     axes[0].set_yscale("log")
