@@ -148,16 +148,17 @@ def plot(rows, problem, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), sharex="row")
+    palette = {m: plt.cm.tab20(i) for i, m in enumerate(dict.fromkeys(r["method"] for r in rows))}
     for i, process in enumerate(("ODE", "SDE")):
         sel = [r for r in rows if r["problem"] == problem and r["process"] == process]
         for j, q in enumerate(QUANTITIES):
             ax = axes[i, j]
-            for k, method in enumerate(dict.fromkeys(r["method"] for r in sel)):
+            for method in dict.fromkeys(r["method"] for r in sel):
                 pts = [(r["nfe_total"], r[f"err_{q}"]) for r in sel if r["method"] == method and r[f"err_{q}"] != ""]
                 pts = [(float(n), max(float(e), 1e-16)) for n, e in pts]
                 if pts:
                     style = "--" if "recomputed" in method else ("-." if method.startswith("checkpoint") else "-")
-                    ax.loglog(*zip(*pts), style, marker="o", ms=3, color=plt.cm.tab20(k % 20), label=method)
+                    ax.loglog(*zip(*pts), style, marker="o", ms=3, color=palette[method], label=method)
             ax.set_title(f"{problem} {process}: dL/d{q}")
             ax.set_xlabel("network evaluations (forward + VJP, both passes)")
             ax.set_ylabel("relative error")
