@@ -20,7 +20,7 @@ from .models import call_model
 from .steps import FORWARD_STEPS, sde_dpm_solver_1_step
 from .validation import check_condition, check_noises, check_state
 
-__all__ = ["Trajectory", "solve", "condition_at", "check_conditions", "draw_noises"]
+__all__ = ["Trajectory", "solve", "sampler_step", "condition_at", "check_conditions", "draw_noises"]
 
 
 @dataclass
@@ -64,6 +64,21 @@ def draw_noises(steps: int, x: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.randn((steps, *x.shape), generator=generator, dtype=x.dtype, device=x.device)
 
 
+def sampler_step(x_T, z, steps: int, *, order: int, sde: bool, noises):
+    """Validate a sampler's inputs and return its step function (DDIM, DPM-Solver-2M or SDE-DPM-Solver-1)."""
+    check_state(x_T)
+    check_conditions(z, x_T, steps)
+    if order not in FORWARD_STEPS:
+        raise ValueError(f"order must be 1 or 2, got {order!r}")
+    if sde:
+        if order != 1:
+            raise ValueError("sde=True samples with SDE-DPM-Solver-1 (eq. 3.6): order must be 1")
+        check_noises(noises, steps, x_T)
+    elif noises is not None:
+        raise ValueError("noises were given but sde=False")
+    return sde_dpm_solver_1_step if sde else FORWARD_STEPS[order]
+
+
 def solve(model, schedule, x_T, z, times, *, order: int = 1, sde: bool = False, noises=None,
           record: bool | str = True, progress: bool | None = None):
     """Sample x_0 from x_T along ``times`` (paper eqs. 3.6 and §7.3).
@@ -74,18 +89,8 @@ def solve(model, schedule, x_T, z, times, *, order: int = 1, sde: bool = False, 
     Returns (x_0, Trajectory).  Runs without building an autograd graph only if
     called under ``torch.no_grad()``; otherwise it is differentiable by plain autograd.
     """
-    check_state(x_T)
     steps = len(times) - 1
-    check_conditions(z, x_T, steps)
-    if order not in FORWARD_STEPS:
-        raise ValueError(f"order must be 1 or 2, got {order!r}")
-    if sde:
-        if order != 1:
-            raise ValueError("sde=True samples with SDE-DPM-Solver-1 (eq. 3.6): order must be 1")
-        check_noises(noises, steps, x_T)
-    elif noises is not None:
-        raise ValueError("noises were given but sde=False")
-    step_fn = sde_dpm_solver_1_step if sde else FORWARD_STEPS[order]
+    step_fn = sampler_step(x_T, z, steps, order=order, sde=sde, noises=noises)
 
     x, prev = x_T, None
     if record not in (True, False, "states"):

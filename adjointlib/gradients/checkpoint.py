@@ -15,9 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..models import call_model
-from ..solvers import check_conditions, condition_at
-from ..steps import FORWARD_STEPS, sde_dpm_solver_1_step
-from ..validation import check_noises, check_state
+from ..solvers import condition_at, sampler_step
 
 __all__ = ["checkpoint_sample"]
 
@@ -56,18 +54,8 @@ def checkpoint_sample(model, schedule, x_T, z, times, *, order=1, sde=False, noi
     tensors θ whose gradient is wanted (``sample`` passes the model's parameters requiring grad).
     Returns x_0, (b, ...).
     """
-    check_state(x_T)
     steps = len(times) - 1
-    check_conditions(z, x_T, steps)
-    if order not in FORWARD_STEPS:
-        raise ValueError(f"order must be 1 or 2, got {order!r}")
-    if sde:
-        if order != 1:
-            raise ValueError("sde=True samples with SDE-DPM-Solver-1 (eq. 3.6): order must be 1")
-        check_noises(noises, steps, x_T)
-    elif noises is not None:
-        raise ValueError("noises were given but sde=False")
-    step_fn = sde_dpm_solver_1_step if sde else FORWARD_STEPS[order]
+    step_fn = sampler_step(x_T, z, steps, order=order, sde=sde, noises=noises)
     x, eps = x_T, None
     for i in range(steps):
         s, t = times[i], times[i + 1]
