@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .paths import model_file
+from .paths import load_frozen_weights, model_file
 
 __all__ = ["DlibResNet", "load_dlib_resnet", "DLIB_MEAN_RGB", "DLIB_SAME_PERSON_DISTANCE"]
 
@@ -99,11 +99,4 @@ def load_dlib_resnet(path: str | Path | None = None) -> DlibResNet:
     """
     if path is None:
         path = model_file("dlib_resnet", "dlib_face_recognition_resnet_model_v1.pth")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dlib ResNet weights not found at {path}")
-    net = DlibResNet()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    net.eval()
-    net.requires_grad_(False)
-    return net
+    return load_frozen_weights(DlibResNet(), path, "dlib ResNet")

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .paths import model_file
+from .paths import load_frozen_weights, model_file
 
 __all__ = ["MobileFaceNet", "load_mobilefacenet", "MOBILEFACENET_MEAN", "MOBILEFACENET_STD"]
 
@@ -144,10 +144,4 @@ def load_mobilefacenet(path: str | Path | None = None) -> MobileFaceNet:
     Shapes: the returned module maps (N, 3, 112, 112) -> (N, 128).
     """
     path = Path(path) if path is not None else model_file("mobilefacenet", "mobilefacenet.pt")
-    if not path.is_file():
-        raise FileNotFoundError(f"MobileFaceNet weights not found at {path}")
-    net = MobileFaceNet()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    net.eval()
-    net.requires_grad_(False)
-    return net
+    return load_frozen_weights(MobileFaceNet(), path, "MobileFaceNet")

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "load_frozen_weights",
     "ENV_SHARED",
     "ENV_FRLL",
     "ENV_UTKFACE",
@@ -143,3 +144,21 @@ def cache_dir(path: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     return out
 
+
+
+def load_frozen_weights(net, path: Path, what: str):
+    """Load a state_dict strictly into ``net`` and freeze it (eval mode, no parameter gradients).
+
+    Source: the model folders' READMEs ("load with map_location='cpu'", strict load).
+    Convention: gradients still flow to the network's input.  Raises FileNotFoundError naming
+    ``what`` and the path when the file is missing.  Returns ``net``.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found at {path}")
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    net.eval()
+    net.requires_grad_(False)
+    return net
