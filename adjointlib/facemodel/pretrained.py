@@ -19,9 +19,13 @@ import torch
 from .config import FaceModelConfig
 from .networks import FaceDiffusionModel, SemanticEncoder
 
-__all__ = ["save_face_model", "load_face_model", "CONFIG_FILE"]
+__all__ = ["save_face_model", "load_face_model", "load_default_face_model", "DEFAULT_MODEL_DIR", "CONFIG_FILE"]
 
 CONFIG_FILE = "face_model.json"
+
+#: The embedded default model: faces32 trained on UTKFace by ``adjointlib.facemodel.train`` (fp16 EMA
+#: weights, model card in its face_model.json; training data licence: non-commercial research only).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "weights" / "faces32"
 
 
 def save_face_model(model: FaceDiffusionModel, folder, dtype=None, model_card: dict | None = None) -> Path:
@@ -78,3 +82,11 @@ def load_face_model(path_or_id, dtype=torch.float32, device="cpu") -> FaceDiffus
         config = FaceModelConfig(name=str(path_or_id), image_size=int(unet.config.sample_size))
         model = FaceDiffusionModel(config, unet=unet, encoder=None, scheduler=scheduler)
     return model.to(device=device, dtype=dtype).eval()
+
+
+def load_default_face_model(dtype=torch.float32, device="cpu") -> FaceDiffusionModel:
+    """The embedded ``faces32`` model that ships with the repository (see DEFAULT_MODEL_DIR)."""
+    if not (DEFAULT_MODEL_DIR / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"the embedded face model is missing from {DEFAULT_MODEL_DIR}; train one with "
+                                "python -m adjointlib.facemodel.train --config faces32 --out runs/faces32")
+    return load_face_model(DEFAULT_MODEL_DIR, dtype=dtype, device=device)

@@ -127,10 +127,18 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="use only the first N UTKFace images")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--fp32-export", action="store_true", help="export fp32 instead of fp16 weights")
+    parser.add_argument("--export-only", action="store_true",
+                        help="export the EMA weights of the run's last checkpoint (no data, no training)")
     args = parser.parse_args(argv)
     from ..faces.utkface import load_utkface_aligned
 
     config = CONFIGS[args.config]
+    if args.export_only:
+        if not (Path(args.out) / "checkpoint.pt").is_file():
+            raise SystemExit(f"--export-only: no checkpoint.pt in {args.out}")
+        trainer = Trainer(config, np.empty((0, config.image_size, config.image_size, 3), np.uint8), Path(args.out))
+        print(json.dumps({"step": trainer.step, "exported": str(trainer.export(fp16=not args.fp32_export))}))
+        return
     images = load_utkface_aligned(config.image_size, zip_path=args.data, limit=args.limit).images
     trainer = Trainer(config, images, Path(args.out), device=args.device)
     trainer.run(args.steps)
