@@ -61,19 +61,24 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
 
 
 @torch.no_grad()
-def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None, generator=None):
+def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None, generator=None, draws=None):
     """(x_T, noises) for SDE-DPM-Solver-1 reproducing ``x0`` (paper eq. 3.7).
 
     ξ_i = (x_{t_{i+1}} − (α_t/α_s) x_{t_i} + 2σ_t (e^h − 1) ε_θ(x_{t_i}, z, t_i)) / (σ_t sqrt(e^{2h} − 1)),
     h = λ_{t_{i+1}} − λ_{t_i} > 0, with x_{t_i} = α_{t_i} x_0 + σ_{t_i} n_i (independent n_i) for
-    i < N and x_{t_N} = x_0.  Shapes: x0 (b, ...) → x_T (b, ...), noises (N, b, ...).
+    i < N and x_{t_N} = x_0.  draws: the n_i, (N, b, ...) standard normals (default: drawn with
+    ``generator``).  Shapes: x0 (b, ...) → x_T (b, ...), noises (N, b, ...).
     """
     check_state(x0, "x0")
     times = resolve_grid(schedule, steps, t_start, t_end)
     n = len(times) - 1
     check_conditions(z, x0, n)
     alphas, sigmas = schedule.alpha(times).tolist(), schedule.sigma(times).tolist()
-    draws = torch.randn((n, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device)
+    if draws is None:
+        draws = torch.randn((n, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device)
+    elif tuple(draws.shape) != (n, *x0.shape) or draws.dtype != x0.dtype or draws.device != x0.device:
+        raise ValueError(f"draws must be {(n, *x0.shape)} {x0.dtype} on {x0.device}, "
+                         f"got {tuple(draws.shape)} {draws.dtype} on {draws.device}")
     states = [alphas[i] * x0 + sigmas[i] * draws[i] for i in range(n)] + [x0]
     noises = torch.empty_like(draws)
     for i in range(n):

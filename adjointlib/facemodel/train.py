@@ -127,12 +127,16 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="use only the first N UTKFace images")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--fp32-export", action="store_true", help="export fp32 instead of fp16 weights")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 keeps training steady on a machine shared with other jobs)")
     parser.add_argument("--export-only", action="store_true",
                         help="export the EMA weights of the run's last checkpoint (no data, no training)")
     args = parser.parse_args(argv)
     from ..faces.utkface import load_utkface_aligned
 
     config = CONFIGS[args.config]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.export_only:
         if not (Path(args.out) / "checkpoint.pt").is_file():
             raise SystemExit(f"--export-only: no checkpoint.pt in {args.out}")
