@@ -224,3 +224,18 @@ def test_a_folder_refuses_other_settings(tmp_path):
     (tmp_path / "morphs.jsonl").write_text('{"pair": 0}\n{broken\n')
     with pytest.raises(ValueError, match="line 2"):
         read_records(tmp_path)
+
+
+def test_command_line_runs_resumes_and_prints_the_table(tmp_path, monkeypatch, capsys):
+    from adjointlib.morph import __main__ as cli
+
+    monkeypatch.setattr(cli, "load_face_model", lambda path: None)
+    monkeypatch.setattr(cli, "MorphJob", lambda model: FakeJob())
+    argv = ["--out", str(tmp_path), "--pairs", "2", "--n-opt", "1", "--adjoint-steps", "4", "--batch-size", "2"]
+    rows = cli.main(argv)
+    assert [r["pair"] for r in read_records(tmp_path)] == [0, 250]  # the most similar female and male pair
+    assert rows[0]["n_morphs"] == 2 and "MMPMR at FMR 0.1 %" in capsys.readouterr().out
+    assert json.loads((tmp_path / "mmpmr.json").read_text())["rows"] == rows
+    assert cli.main(argv) == rows  # nothing left to do: the same table
+    with pytest.raises(ValueError, match="other settings"):
+        cli.main(argv + ["--lr", "0.5"])
