@@ -58,10 +58,10 @@ def dim_start(model, x_a: torch.Tensor, x_b: torch.Tensor, *, steps, sde: bool =
               generator: torch.Generator | None = None) -> MorphStart:
     """DiM (paper Algorithm 2) up to the blend: encode a and b, slerp x_T (and SDE noises), lerp z.
 
-    model: a ``FaceDiffusionModel`` (``encode``, ``eps_model``, ``schedule``); its ε-model may be wrapped
-    in ``CountingModel`` by the caller — here the encoding NFE are counted by a private counter.
-    x_a, x_b: (b, 3, S, S) faces in [-1, 1]; steps: the sampling grid (int N or explicit), which the
-    inversion uses too, so that sampling the unblended start returns the faces.
+    model: a ``FaceDiffusionModel`` (``encode``, ``eps_model``, ``schedule``); x_a, x_b: (b, 3, S, S)
+    faces in [-1, 1]; steps: the sampling grid (int N or explicit), which the inversion uses too, so
+    that sampling an unblended start returns its face.  ``encode_nfe`` counts the ε evaluations of
+    encoding a and b together (one batch of 2b, as the paper counts, H.2).
     """
     from ..gradients import CountingModel
 
