@@ -32,12 +32,17 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
     """x_T such that DDIM over the same grid maps it to ``x0`` (fixed-point inversion, see module doc).
 
     x0: (b, ...); z as for ``sample``; steps: int or explicit grid (same as the sampler's).
-    tol: stop a step's iteration when max |Δx_s| ≤ tol (default 8·eps(dtype)·max(1, |x_s|_∞)).
-    Raises RuntimeError if an iteration does not reach tol in ``max_iters``.  Returns x_T, (b, ...).
+    tol: stop a step's iteration when max |Δx_s| ≤ tol · max(1, |x_s|_∞).  By default tol = 8·eps(dtype),
+    and an iteration that stalls at its round-off floor (|Δx_s| stops shrinking while already below
+    sqrt(eps) · max(1, |x_s|_∞)) is accepted too: in float32 a network's own round-off can keep |Δx_s|
+    a little above 8·eps.  Raises RuntimeError if an iteration reaches neither in ``max_iters``.
+    Returns x_T, (b, ...).
     """
     check_state(x0, "x0")
     times = resolve_grid(schedule, steps, t_start, t_end)
     check_conditions(z, x0, len(times) - 1)
+    eps = torch.finfo(x0.dtype).eps
+    limit, floor = (8 * eps, math.sqrt(eps)) if tol is None else (tol, 0.0)
     x_t = x0
     for i in tqdm(reversed(range(len(times) - 1)), total=len(times) - 1, desc="DDIM inversion",
                   disable=progress is not True, leave=False):
@@ -46,13 +51,15 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
         (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(s, t)
         h = l_t - l_s
         x_s = ddim_step(schedule, x_t, t, s, call_model(model, x_t, float(t), zi))
-        limit = tol if tol is not None else 8 * torch.finfo(x0.dtype).eps
+        previous = math.inf
         for _ in range(max_iters):
             new = (a_s / a_t) * (x_t + sg_t * math.expm1(h) * call_model(model, x_s, float(s), zi))
             change = float((new - x_s).abs().max())
             x_s = new
-            if change <= limit * max(1.0, float(x_s.abs().max())):
+            scale = max(1.0, float(x_s.abs().max()))
+            if change <= limit * scale or previous <= change <= floor * scale:
                 break
+            previous = change
         else:
             raise RuntimeError(f"DDIM inversion did not converge at t={float(s):.6g} (last change {change:.3g}); "
                                "use more steps")

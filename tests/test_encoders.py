@@ -40,6 +40,29 @@ def test_ddim_inversion_reports_non_convergence():
         al.ddim_invert(Wild(), SCH, torch.ones(1, 2, dtype=torch.float64), steps=2, max_iters=20)
 
 
+def test_ddim_inversion_accepts_a_stall_at_the_round_off_floor_but_not_a_wrong_tolerance():
+    class Jittery(torch.nn.Module):
+        """A smooth ε-model plus a deterministic 1e-5 "round-off" that changes on every call."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x, t, z=None):
+            self.calls += 1
+            jitter = torch.sin(torch.arange(x.numel(), dtype=x.dtype) * 12.9898 + self.calls).view_as(x)
+            return 0.8 * x + 0.2 * torch.tanh(x) + 1e-5 * jitter
+
+    x0 = torch.linspace(-1, 1, 8, dtype=torch.float32).view(2, 4)
+    model = Jittery()
+    x_T = al.ddim_invert(model, SCH, x0, steps=20)
+    with torch.no_grad():
+        again, _ = al.solve(model, SCH, x_T, None, al.time_grid(SCH, 20), record=False)
+    assert float((again - x0).abs().max()) < 1e-3
+    with pytest.raises(RuntimeError, match="did not converge"):  # an explicit tol is never relaxed
+        al.ddim_invert(model, SCH, x0, steps=20, tol=1e-9, max_iters=30)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_cycle_sde_round_trip(dtype, tol):
     model = TanhEpsModel(4, 2, dtype=dtype)
