@@ -68,7 +68,7 @@ def load_face_model(path_or_id, dtype=torch.float32, device="cpu") -> FaceDiffus
         for part in ("unet", "scheduler", "encoder.safetensors"):
             if not (folder / part).exists():
                 raise FileNotFoundError(f"face model folder {folder} lacks {part}")
-        unet = UNet2DModel.from_pretrained(folder / "unet")
+        unet = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False)
         encoder = SemanticEncoder(config.encoder_channels, config.z_dim)
         encoder.load_state_dict({k: v.float() for k, v in load_file(str(folder / "encoder.safetensors")).items()})
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
@@ -77,7 +77,7 @@ def load_face_model(path_or_id, dtype=torch.float32, device="cpu") -> FaceDiffus
         if folder.exists() and not (folder / "unet").exists():
             raise FileNotFoundError(f"{folder} is neither a face model folder ({CONFIG_FILE}) nor a diffusers "
                                     "pipeline folder with unet/ and scheduler/")
-        unet = UNet2DModel.from_pretrained(str(path_or_id), subfolder="unet")
+        unet = UNet2DModel.from_pretrained(str(path_or_id), subfolder="unet", low_cpu_mem_usage=False)
         scheduler = DDPMScheduler.from_pretrained(str(path_or_id), subfolder="scheduler")
         config = FaceModelConfig(name=str(path_or_id), image_size=int(unet.config.sample_size))
         model = FaceDiffusionModel(config, unet=unet, encoder=None, scheduler=scheduler)

@@ -179,7 +179,8 @@ def run_morphs(job: MorphJob, pairs: list[dict], settings: MorphSettings, out: s
 
 
 def mmpmr_rows(records: list[dict], thresholds: dict) -> list[dict]:
-    """MMPMR (paper eq. 5.2) per evaluation system over the records, with counts, mean NFE and seconds."""
+    """MMPMR (paper eq. 5.2) per evaluation system over the records, with counts, mean NFE and seconds,
+    and the mean L*_ID at DiM's start and at the end."""
     if not records:
         raise ValueError("no finished morphs to score")
     rows = []
@@ -188,7 +189,9 @@ def mmpmr_rows(records: list[dict], thresholds: dict) -> list[dict]:
         value = mmpmr(scores, threshold)
         rows.append({"system": name, "mmpmr": value, "accepted": int(round(value * len(records))),
                      "n_morphs": len(records), "nfe": float(np.mean([r["nfe"] for r in records])),
-                     "seconds": float(np.mean([r["seconds"] for r in records]))})
+                     "seconds": float(np.mean([r["seconds"] for r in records])),
+                     "loss_start": float(np.mean([r["loss"][0] for r in records])),
+                     "loss_end": float(np.mean([r["loss"][-1] for r in records]))})
     return rows
 
 
