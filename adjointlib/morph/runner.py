@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..faces import EVAL_SIZE, frll_bona_fide, get_fr_system, images_to_tensor, load_frll_aligned, mmpmr, tensor_to_images
+from ..faces import (EVAL_SIZE, embed_images, frll_bona_fide, get_fr_system, images_to_tensor, load_frll_aligned,
+                     mmpmr, morph_contributor_scores, tensor_to_images)
 from .dim import dim_start
 from .optimise import MorphSettings, optimise_morph
 
@@ -97,16 +98,11 @@ class MorphJob:
         return x_a, x_b, v_a, v_b
 
     def scores(self, images: np.ndarray, pairs: list[dict]) -> dict:
-        """{system: (b, 2) similarities of each morph (uint8 canonical crops) to a's and b's smiling photo}."""
-        out = {}
-        x = images_to_tensor(images)
-        for name, system in self.systems.items():
-            with torch.no_grad():
-                emb = system(x).double()
-            probes = self.bona_fide[name].smiling
-            cols = [system.similarity(emb, probes[[self.row[p[key]] for p in pairs]]) for key in ("id_a", "id_b")]
-            out[name] = torch.stack(cols, 1).numpy()
-        return out
+        """{system: (b, 2) similarities of each morph (uint8 canonical crops) to a's and b's smiling photo}
+        (``faces.morph_contributor_scores``, the protocol of Chapter 8)."""
+        return {name: morph_contributor_scores(system, embed_images(system, images), self.bona_fide[name],
+                                               self.probes, pairs)
+                for name, system in self.systems.items()}
 
     def thresholds(self) -> dict:
         return {name: float(b.threshold) for name, b in self.bona_fide.items()}
