@@ -141,11 +141,14 @@ def test_method_presets_and_bad_settings():
                        MorphSettings(sde=True, n_opt=1))
 
 
-def test_select_pairs_takes_half_per_gender():
+def test_select_pairs_takes_half_per_gender_interleaved_and_prefix_stable():
     pairs = [{"pair": i, "gender": "female" if i < 5 else "male"} for i in range(10)]
-    assert [p["pair"] for p in select_pairs(pairs, 4)] == [0, 1, 5, 6]
+    assert [p["pair"] for p in select_pairs(pairs, 4)] == [0, 5, 1, 6]
+    assert select_pairs(pairs, 8)[:4] == select_pairs(pairs, 4)
     with pytest.raises(ValueError, match="even"):
         select_pairs(pairs, 3)
+    with pytest.raises(ValueError, match="per gender"):
+        select_pairs(pairs, 12)
 
 
 class FakeJob:
@@ -221,6 +224,10 @@ def test_a_folder_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match="other settings.*settings"):
         run_morphs(job, PAIRS, MorphSettings(steps=20, adjoint_steps=4, n_opt=1, lr=0.2), tmp_path,
                    batch_size=2, progress=False)
+    with torch.no_grad():  # the same settings with retrained weights: refused too
+        next(job.model.parameters()).add_(1e-3)
+    with pytest.raises(ValueError, match="model_sha256"):
+        run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False)
     (tmp_path / "morphs.jsonl").write_text('{"pair": 0}\n{broken\n')
     with pytest.raises(ValueError, match="line 2"):
         read_records(tmp_path)

@@ -1,8 +1,8 @@
 """The morph job: FRLL pairs in fixed batches → DiM start → optimisation → PNG + one JSON line per pair.
 
-Resumable and crash-safe: ``<out>/config.json`` pins the settings (a different configuration in the
-same folder is refused); pairs are processed in fixed batches (position in the pair list), each
-batch's SDE noises are drawn from ``seed + batch index``, and after every batch the morph PNGs and
+Resumable and crash-safe: ``<out>/config.json`` pins the settings and the model's weights (another
+configuration or model in the same folder is refused); pairs are processed in fixed batches (position
+in the pair list), each batch's SDE noises are drawn from ``seed + batch index``, and after every batch the morph PNGs and
 then ``morphs.jsonl`` are written atomically (temporary file, then rename), so an interrupted run
 leaves only finished pairs and a re-run does exactly the missing ones.  Scores follow the FRLL
 protocol of ``adjointlib.faces.evaluate`` (probes: the contributors' smiling photos at 128 px;
@@ -10,6 +10,7 @@ thresholds at FMR 0.1 % from the bona fide comparisons).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -31,15 +32,20 @@ EVAL_SYSTEMS = ("mobilefacenet", "dlib_resnet")
 
 def select_pairs(pairs: list[dict], count: int | None) -> list[dict]:
     """The first ``count // 2`` pairs of each gender in the list's order (the most similar ones of the
-    committed SYN-MAD-style list), female first; all pairs when ``count`` is None."""
+    committed SYN-MAD-style list), interleaved female, male, female, ...; all pairs when ``count`` is None.
+
+    Interleaving makes every selection a prefix of the larger ones, so a run extended from 8 to 16
+    pairs keeps its finished batches and computes only the new ones.
+    """
     if count is None:
         return list(pairs)
     if count < 2 or count % 2:
         raise ValueError(f"--pairs must be an even number >= 2 (half per gender), got {count}")
-    out = []
-    for gender in sorted({p["gender"] for p in pairs}):
-        out += [p for p in pairs if p["gender"] == gender][: count // 2]
-    return out
+    genders = sorted({p["gender"] for p in pairs})
+    by_gender = [[p for p in pairs if p["gender"] == gender][: count // 2] for gender in genders]
+    if any(len(group) < count // 2 for group in by_gender):
+        raise ValueError(f"--pairs {count}: the list has only {[len(g) for g in by_gender]} pairs per gender")
+    return [pair for group in zip(*by_gender) for pair in group]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -108,6 +114,16 @@ class MorphJob:
         return {name: float(b.threshold) for name, b in self.bona_fide.items()}
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 (first 16 hex digits) of a model's parameters and buffers, in state-dict order: pins the
+    weights a run folder was made with, so that morphs of a retrained model never mix with older ones."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _check_config(out: Path, config: dict) -> None:
     path = out / "config.json"
     if path.is_file():
@@ -134,8 +150,9 @@ def run_morphs(job: MorphJob, pairs: list[dict], settings: MorphSettings, out: s
     evaluation system's similarities to a's and b's smiling photos.
     """
     out = Path(out)
-    config = {"method": method, "settings": settings.to_dict(), "model": model_name, "batch_size": batch_size,
-              "seed": seed, "loss_system": job.loss_system.name, "image_size": job.size}
+    config = {"method": method, "settings": settings.to_dict(), "model": model_name,
+              "model_sha256": model_fingerprint(job.model), "batch_size": batch_size, "seed": seed,
+              "loss_system": job.loss_system.name, "image_size": job.size}
     _check_config(out, config)
     (out / "morphs").mkdir(exist_ok=True)
     records = read_records(out)
