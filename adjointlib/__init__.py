@@ -9,11 +9,11 @@ alternatives to the adjoint: backprop, checkpoint, blackbox, reversible; NFE cou
 from . import gradients, toy
 from .adjoint import adjoint_deis
 from .brownian import BrownianPath
-from .encoders import cycle_sde_encode, ddim_invert
+from .encoders import cycle_sde_encode, ddim_invert, ddim_invert_one_pass
 from .gradients import CountingModel, reversible_solve, reversible_unsolve
 from .config import book_mode
 from .grids import time_grid
-from .models import DiffusersUNet, EpsilonFromV, EpsilonFromX0, as_epsilon_model
+from .models import ClipDenoised, DiffusersUNet, EpsilonFromV, EpsilonFromX0, as_epsilon_model
 from .sample import sample
 from .schedules import CosineVP, DiscreteVP, LinearVP, VPSchedule
 from .solvers import Trajectory, solve
@@ -21,8 +21,8 @@ from .solvers import Trajectory, solve
 __all__ = [
     "sample", "solve", "adjoint_deis", "Trajectory", "time_grid", "book_mode",
     "LinearVP", "CosineVP", "DiscreteVP", "VPSchedule",
-    "ddim_invert", "cycle_sde_encode", "BrownianPath",
-    "DiffusersUNet", "EpsilonFromX0", "EpsilonFromV", "as_epsilon_model", "toy",
+    "ddim_invert", "ddim_invert_one_pass", "cycle_sde_encode", "BrownianPath",
+    "DiffusersUNet", "ClipDenoised", "EpsilonFromX0", "EpsilonFromV", "as_epsilon_model", "toy",
     "gradients", "CountingModel", "reversible_solve", "reversible_unsolve",
 ]
 __version__ = "0.1.0"

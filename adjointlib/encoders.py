@@ -4,6 +4,8 @@
   is inverted by the fixed-point iteration x_s ← (α_s/α_t) (x_t + σ_t (e^h − 1) ε(x_s)), started
   from the usual inversion step (ε(x_t) in place of ε(x_s)), so that re-running DDIM returns x_0
   to float precision (when the iteration converges: small enough steps and a Lipschitz ε).
+- ``ddim_invert_one_pass``: the usual DDIM inversion (DDIM paper §4.3, DiffAE, the paper's DiM with
+  N_E = 250), i.e. that iteration's starting point alone: first-order accurate, not exact.
 - ``cycle_sde_encode``: Cycle-SDE noise encoding (paper eq. 3.7; Wu & De la Torre 2023): draw
   x_{t_i} ~ q(x_{t_i} | x_0) independently, set the last state to x_0 itself, and solve each
   SDE-DPM-Solver-1 step (eq. 3.6) for its noise.  Re-running the SDE sampler with these noises
@@ -23,7 +25,7 @@ from .solvers import check_conditions, condition_at
 from .steps import ddim_step
 from .validation import check_state
 
-__all__ = ["ddim_invert", "cycle_sde_encode"]
+__all__ = ["ddim_invert", "ddim_invert_one_pass", "cycle_sde_encode"]
 
 
 @torch.no_grad()
@@ -65,6 +67,26 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
                                "use more steps")
         x_t = x_s
     return x_t
+
+
+@torch.no_grad()
+def ddim_invert_one_pass(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None):
+    """The usual (one-pass) DDIM inversion: each step towards noise uses ε at the current state.
+
+    Song et al. 2021 (DDIM) §4.3; the encoding of DiffAE and of the paper's DiM (N_E steps).
+        x_s = (α_s/α_t) (x_t + σ_t (e^h − 1) ε_θ(x_t, z, t)),   h = λ_t − λ_s,  s > t on the grid
+    (ε at x_t in place of ``ddim_invert``'s ε(x_s)), so DDIM over the same grid returns x0 only up to a
+    discretisation error that shrinks with the number of steps.
+    x0: (b, ...); z, steps, t_start, t_end as for ``sample``.  Returns x_T, (b, ...).
+    """
+    check_state(x0, "x0")
+    times = resolve_grid(schedule, steps, t_start, t_end)
+    check_conditions(z, x0, len(times) - 1)
+    x = x0
+    for i in reversed(range(len(times) - 1)):
+        s, t = times[i], times[i + 1]
+        x = ddim_step(schedule, x, t, s, call_model(model, x, float(t), condition_at(z, i)))
+    return x
 
 
 @torch.no_grad()

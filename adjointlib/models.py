@@ -3,7 +3,8 @@
 Convention: ``model(x, t, z) -> eps`` with x of shape (b, ...), t of shape (b,) in the
 schedule's time units, z the conditional information (tensor with batch dimension b, or
 None), and eps ε_θ(x_t, z, t) ≈ −σ_t ∇log p_t(x_t) shaped like x (paper §1.1).
-Adapters turn x₀- and v-prediction models into ε-prediction and wrap diffusers UNets.
+Adapters turn x₀- and v-prediction models into ε-prediction and wrap diffusers UNets;
+``ClipDenoised`` is the DDPM/DiffAE sampling convention of clipping x̂₀, as an ε-model.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ __all__ = [
     "EpsilonFromX0",
     "EpsilonFromV",
     "as_epsilon_model",
+    "ClipDenoised",
     "DiffusersUNet",
     "PREDICTION_TYPES",
 ]
@@ -90,6 +92,32 @@ def as_epsilon_model(model, schedule: VPSchedule, prediction_type: str = "epsilo
     if prediction_type == "v_prediction":
         return EpsilonFromV(model, schedule)
     raise ValueError(f"unknown prediction type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+
+class ClipDenoised(nn.Module):
+    """An ε-model whose implied clean image is clipped: DDPM's and DiffAE's ``clip_denoised`` sampling.
+
+    Ho et al. 2020 (sampling with x̂₀ clipped to the data range); diffusers' ``clip_sample``.
+        x̂₀ = (x − σ_t ε_θ(x, z, t)) / α_t,   ε̃ = (x − α_t clamp(x̂₀, −bound, bound)) / σ_t
+    x: (b, ...), t: (b,), output shaped like x.  Where x̂₀ is inside the range ε̃ = ε_θ (up to rounding).  Near t = T,
+    α_t is small (σ_t/α_t ≈ 156 at t = 999 of the linear-β DDPM schedule), so a small ε error becomes a
+    large x̂₀ error; clipping stops it from saturating the sample.  ε̃ is itself an ε-model: sampling,
+    inversion and every adjoint apply to it unchanged (its Jacobian is piecewise: ∂ε̃/∂x = I/σ_t on
+    clipped entries), but it is a different ODE from that of ε_θ, and the convergence orders assume a
+    smooth model.
+    """
+
+    def __init__(self, model, schedule: VPSchedule, bound: float = 1.0):
+        super().__init__()
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        self.model, self.schedule, self.bound = model, schedule, float(bound)
+
+    def forward(self, x, t, z=None):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
+        x0_pred = (x - sigma * self.model(x, t, z)) / alpha
+        return (x - alpha * x0_pred.clamp(-self.bound, self.bound)) / sigma
 
 
 class DiffusersUNet(nn.Module):

@@ -4,10 +4,13 @@ What it measures, for a DiffAE-style model of ``adjointlib.facemodel`` (sampling
 with order 1, no SDE; images are canonical crops in [-1, 1] at the model's ``config.image_size``):
 
 * random samples: z drawn from a Gaussian (mean + full covariance) fitted to the encoder's codes of the
-  first UTKFace training chips (only codes are used; no UTKFace face is shown), x_T ~ N(0, I);
+  first UTKFace training chips (only codes are used; no UTKFace face is shown), x_T ~ N(0, I), each
+  decoded twice from the same (x_T, z): by DDIM on ε_θ (the ODE that the adjoint methods differentiate)
+  and by DDIM on ``al.ClipDenoised(ε_θ)`` (x̂₀ clipped to [-1, 1] at every step, as DDPM and DiffAE sample);
 * YuNet detection rate on the samples, upsampled, and on the FRLL canonical crops at the same sizes;
 * DDIM-inversion reconstructions of the 102 FRLL neutral crops with z = E(x_0): exact fixed-point
-  inversion (``ddim_invert``), the usual one-pass inversion, and z only (random x_T): PSNR and the
+  inversion (``ddim_invert``), the usual one-pass inversion, and z only (random x_T; decoded without and
+  with clipping): PSNR and the
   share that each FR system still accepts as the person (probe: the smiling photo at 128 px,
   threshold at FMR 0.1 %, ``adjointlib.faces.frll_bona_fide``);
 * the training curve from the run's loss log.
@@ -42,16 +45,18 @@ import adjointlib.faces as fc  # noqa: E402
 from adjointlib.facemodel import DEFAULT_MODEL_DIR, load_face_model  # noqa: E402
 from adjointlib.facemodel.pretrained import CONFIG_FILE  # noqa: E402
 from adjointlib.gradients import CountingModel  # noqa: E402
-from adjointlib.grids import resolve_grid  # noqa: E402
-from adjointlib.models import call_model  # noqa: E402
-from adjointlib.steps import ddim_step  # noqa: E402
 
 SEEDS = {"samples": 0, "z_only": 1}
 FR_SYSTEMS = ("dlib_resnet", "mobilefacenet")
+SAMPLERS = {
+    "ode": "DDIM on eps_theta: the probability-flow ODE that the adjoint methods differentiate",
+    "clipped": "DDIM on ClipDenoised(eps_theta): x0 clipped to [-1, 1] at every step, as DDPM and DiffAE sample",
+}
 KINDS = {
     "exact": "exact fixed-point DDIM inversion (ddim_invert), then DDIM",
-    "one_pass": "one-pass DDIM inversion (epsilon at the current state), then DDIM",
+    "one_pass": "one-pass DDIM inversion (ddim_invert_one_pass: epsilon at the current state), then DDIM",
     "z_only": "random x_T with the encoded z, then DDIM",
+    "z_only_clipped": "random x_T with the encoded z, then DDIM with x0 clipped to [-1, 1] (ClipDenoised)",
     "input": "the model-size canonical crop itself (the reconstructions' input)",
 }
 FULL = {"n_grid": 64, "n_detect": 256, "n_faces": 102, "n_codes": 2000, "n_show": 6}
@@ -68,8 +73,8 @@ Re-run: `python scripts/evaluate_face_model.py [--model PATH] [--loss-log PATH]`
 | File | What |
 |---|---|
 | `quality.json` | every number below, with the settings and seeds that produced it |
-| `samples.png` | the first `settings.n_grid` random samples (DDIM, `settings.sample_steps` steps) |
-| `reconstructions.png` | FRLL faces: input crop, exact-inversion, one-pass and z-only reconstructions |
+| `samples.png` | the first `settings.n_grid` random samples (DDIM, `settings.sample_steps` steps), decoded by both samplers from the same x_T and z |
+| `reconstructions.png` | FRLL faces: input crop, exact-inversion, one-pass and z-only (both samplers) reconstructions |
 | `training_curve.png` | training loss per step (raw and moving average), log scale |
 
 `quality.json`:
@@ -80,14 +85,17 @@ Re-run: `python scripts/evaluate_face_model.py [--model PATH] [--loss-log PATH]`
   `seeds` (torch generators), how z is drawn for random samples (`z_prior`: Gaussian with mean and full
   covariance fitted to the encoder's codes of the first `n_codes` UTKFace chips of the zip, i.e. training
   images; no UTKFace image is shown anywhere) and the PSNR definition (`psnr`).
+- `samplers`: how the random samples are decoded: `ode` (DDIM on ε_θ, the ODE that the adjoint methods
+  differentiate) and `clipped` (DDIM on `adjointlib.ClipDenoised(ε_θ)`: x̂₀ clipped to [-1, 1] at every
+  step, DDPM's and DiffAE's sampling convention), from the same x_T and z.
 - `detection`: YuNet (score threshold 0.6) on canonical crops upsampled bilinearly to `size` px:
-  `samples` (the random samples) and `frll_reference` (the 204 FRLL canonical crops at the model's size, the
+  `samples` (per sampler, the random samples) and `frll_reference` (the 204 FRLL canonical crops at the model's size, the
   same upsampling). Each has `n`, `detected`, `rate`, `median_landmark_error` (median over detected faces of
   the mean distance of the five landmarks from the canonical template, in crop widths; YuNet's landmarks on
   tight crops are biased by several hundredths of a crop width even for real faces, so compare the samples'
   value with the FRLL reference, not with 0).
 - `reconstruction`: one row per reconstruction kind and step count N over the FRLL neutral crops:
-  `kind` (`exact`, `one_pass`, `z_only`, `input`; described in `kinds`), `steps`, `psnr_mean`,
+  `kind` (`exact`, `one_pass`, `z_only`, `z_only_clipped`, `input`; described in `kinds`), `steps`, `psnr_mean`,
   `psnr_median`, `psnr_min` (dB), `max_abs_error` (largest |x̂ − x₀| in [-1, 1] units),
   `uint8_identical` (share whose uint8 image equals the input's), `inversion_nfe` (network evaluations per
   batch of the exact inversion) and `identity`: per FR system the share (`rate`) and number (`accepted`) of
@@ -183,33 +191,24 @@ def draw_codes(mean: torch.Tensor, root: torch.Tensor, n: int, generator: torch.
 
 
 @torch.no_grad()
-def ddim(model, x_T: torch.Tensor, z: torch.Tensor, steps: int, batch: int, desc: str) -> torch.Tensor:
-    """DDIM (adjointlib.sample, order 1, ODE) from x_T with codes z, in batches."""
-    return torch.cat([al.sample(model.eps_model, model.schedule, x_T[sl], z[sl], steps=steps)
+def ddim(model, x_T: torch.Tensor, z: torch.Tensor, steps: int, batch: int, desc: str,
+         clipped: bool = False) -> torch.Tensor:
+    """DDIM (adjointlib.sample, order 1, ODE) from x_T with codes z, in batches; ``clipped``: on
+    ClipDenoised(ε_θ), i.e. x̂₀ clipped to [-1, 1] at every step."""
+    eps_model = al.ClipDenoised(model.eps_model, model.schedule) if clipped else model.eps_model
+    return torch.cat([al.sample(eps_model, model.schedule, x_T[sl], z[sl], steps=steps)
                       for sl in batched(len(x_T), batch, desc)])
-
-
-@torch.no_grad()
-def one_pass_invert(model, x0: torch.Tensor, z: torch.Tensor, steps: int) -> torch.Tensor:
-    """The usual DDIM inversion: each step towards noise uses ε at the current (less noisy) state,
-    x_s = ddim_step(x_t, t → s, ε(x_t, z, t)), on the sampler's grid (= ddim_invert's initial guess)."""
-    times = resolve_grid(model.schedule, steps)
-    x = x0
-    for i in reversed(range(len(times) - 1)):
-        s, t = times[i], times[i + 1]
-        x = ddim_step(model.schedule, x, t, s, call_model(model.eps_model, x, float(t), z))
-    return x
 
 
 def invert(model, x0: torch.Tensor, z: torch.Tensor, kind: str, steps: int, batch: int,
            generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-    """x_T for each face by ``kind`` ("exact", "one_pass", "z_only") and the exact inversion's NFE per batch."""
-    if kind == "z_only":
+    """x_T for each face by ``kind`` ("exact", "one_pass", "z_only*") and the exact inversion's NFE per batch."""
+    if kind.startswith("z_only"):
         return torch.randn(x0.shape, generator=generator), []
     out, nfe = [], []
     for sl in batched(len(x0), batch, f"{kind} inversion, N={steps}"):
         if kind == "one_pass":
-            out.append(one_pass_invert(model, x0[sl], z[sl], steps))
+            out.append(al.ddim_invert_one_pass(model.eps_model, model.schedule, x0[sl], z[sl], steps=steps))
         else:
             counter = CountingModel(model.eps_model)
             out.append(al.ddim_invert(counter, model.schedule, x0[sl], z[sl], steps=steps))
@@ -257,8 +256,9 @@ def summary(kind: str, steps: int | None, recon: torch.Tensor, x0: torch.Tensor,
 # ---------------------------------------------------------------- the experiments
 
 
-def random_samples(model, settings: dict, batch: int) -> tuple[torch.Tensor, dict]:
-    """``n_detect`` random samples (z from the fitted Gaussian, x_T ~ N(0, I)) and a description of z's prior."""
+def random_samples(model, settings: dict, batch: int) -> tuple[dict, dict]:
+    """``n_detect`` random samples (z from the fitted Gaussian, x_T ~ N(0, I)) decoded by each of ``SAMPLERS``
+    from the same x_T and z ({sampler: samples}), and a description of z's prior."""
     size = model.config.image_size
     chips = fc.load_utkface_aligned(size, limit=settings["n_codes"]).images
     mean, root = fit_gaussian(encode(model, fc.images_to_tensor(chips), batch))
@@ -268,7 +268,9 @@ def random_samples(model, settings: dict, batch: int) -> tuple[torch.Tensor, dic
     prior = {"source": f"encoder codes of the first {settings['n_codes']} UTKFace zip members (training "
                        f"images; {len(chips)} with a YuNet face)", "n": len(chips),
              "fit": "Gaussian, sample mean and full sample covariance"}
-    return ddim(model, x_T, z, settings["sample_steps"], batch, "random samples"), prior
+    samples = {name: ddim(model, x_T, z, settings["sample_steps"], batch, f"random samples ({name})",
+                          clipped=name == "clipped") for name in SAMPLERS}
+    return samples, prior
 
 
 def reconstructions(model, x0: torch.Tensor, settings: dict, batch: int, systems: dict,
@@ -282,10 +284,12 @@ def reconstructions(model, x0: torch.Tensor, settings: dict, batch: int, systems
               "identity": identity(systems, bona, fc.tensor_to_images(x0), rows_frll)}]
     shown = {}
     runs = [(kind, n) for n in settings["recon_steps"] for kind in ("exact", "one_pass")]
-    runs.append(("z_only", settings["recon_steps"][0]))
+    runs += [("z_only", settings["recon_steps"][0]), ("z_only_clipped", settings["recon_steps"][0])]
     for kind, steps in runs:
+        if kind == "z_only_clipped":  # the same random x_T as z_only
+            generator = torch.Generator().manual_seed(SEEDS["z_only"])
         x_T, nfe = invert(model, x0, z, kind, steps, batch, generator)
-        recon = ddim(model, x_T, z, steps, batch, f"{kind} decoding, N={steps}")
+        recon = ddim(model, x_T, z, steps, batch, f"{kind} decoding, N={steps}", clipped=kind == "z_only_clipped")
         ids = identity(systems, bona, fc.tensor_to_images(recon), rows_frll)
         table.append(summary(kind, steps, recon, x0, ids, nfe))
         if steps == settings["recon_steps"][0]:
@@ -324,10 +328,8 @@ def training_summary(loss_log: Path, fig_path: Path) -> dict:
 # ---------------------------------------------------------------- figures
 
 
-def samples_figure(samples: torch.Tensor, title: str, path: Path) -> None:
-    """A square-ish grid of samples, nearest-neighbour upscaled, with a title."""
-    import matplotlib.pyplot as plt
-
+def image_grid(samples: torch.Tensor) -> np.ndarray:
+    """A square-ish uint8 grid of the samples (b, 3, S, S), 1 px white gaps."""
     images = fc.tensor_to_images(samples)
     cols = int(np.ceil(np.sqrt(len(images))))
     rows = int(np.ceil(len(images) / cols))
@@ -336,21 +338,31 @@ def samples_figure(samples: torch.Tensor, title: str, path: Path) -> None:
     for k, image in enumerate(images):
         r, c = divmod(k, cols)
         grid[r * (size + 1):r * (size + 1) + size, c * (size + 1):c * (size + 1) + size] = image
-    fig, ax = plt.subplots(figsize=(8, 8 * rows / cols + 0.6))
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_title(title, fontsize=10)
-    ax.axis("off")
+    return grid
+
+
+def samples_figure(panels: dict, title: str, path: Path) -> None:
+    """One grid per panel ({panel title: samples}) side by side, nearest-neighbour upscaled, with a title."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 6.4), squeeze=False, layout="constrained")
+    for ax, (panel, samples) in zip(axes[0], panels.items()):
+        ax.imshow(image_grid(samples), interpolation="nearest")
+        ax.set_title(panel, fontsize=10)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=11)
     save_figure(fig, path)
 
 
 def reconstruction_figure(x0: torch.Tensor, shown: dict, steps: int, path: Path) -> None:
-    """Rows = FRLL faces; columns = input | exact | one-pass | z-only, each titled with its PSNR."""
+    """Rows = FRLL faces; columns = input | exact | one-pass | z-only | z-only clipped, titled with PSNR."""
     import matplotlib.pyplot as plt
 
     columns = [("input", x0, f"input {x0.shape[-1]}×{x0.shape[-1]}"),
                ("exact", shown["exact"], f"exact inversion, N={steps}"),
                ("one_pass", shown["one_pass"], f"one-pass inversion, N={steps}"),
-               ("z_only", shown["z_only"], f"z only (random x_T), N={steps}")]
+               ("z_only", shown["z_only"], f"z only (random x_T), N={steps}"),
+               ("z_only_clipped", shown["z_only_clipped"], f"z only, x̂₀ clipped, N={steps}")]
     fig, axes = plt.subplots(len(x0), len(columns), figsize=(2.3 * len(columns), 2.3 * len(x0) + 0.4),
                              squeeze=False)
     for c, (kind, images, title) in enumerate(columns):
@@ -398,13 +410,18 @@ def main(argv=None) -> dict:
 
     samples, settings["z_prior"] = random_samples(model, settings, args.batch)
     card = json.loads((args.model / CONFIG_FILE).read_text())
-    samples_figure(samples[:settings["n_grid"]], f"{len(samples[:settings['n_grid']])} random samples, "
-                   f"{model.config.name} ({card.get('train_steps', '?')} training steps), DDIM N={args.sample_steps}; "
-                   "z ~ Gaussian fitted to training codes", args.out / "samples.png")
+    n_grid = min(settings["n_grid"], settings["n_detect"])
+    panel_titles = {"ode": "DDIM on ε_θ (the ODE the adjoint differentiates)",
+                    "clipped": "DDIM with x̂₀ clipped to [-1, 1] (DDPM/DiffAE sampling)"}
+    samples_figure({panel_titles[name]: x[:n_grid] for name, x in samples.items()},
+                   f"{n_grid} random samples of {model.config.name} ({card.get('train_steps', '?')} training steps), "
+                   f"DDIM N={args.sample_steps}, the same x_T and z in both panels; z ~ Gaussian fitted to "
+                   "training codes", args.out / "samples.png")
     frll = fc.load_frll_aligned(size)
     detector = fc.YuNetDetector()
     found = {"size": args.detect_size, "upsampling": f"{size} px -> {args.detect_size} px, bilinear (cv2.INTER_LINEAR)",
-             "samples": detection(detector, fc.tensor_to_images(samples), args.detect_size),
+             "samples": {name: detection(detector, fc.tensor_to_images(x), args.detect_size)
+                         for name, x in samples.items()},
              "frll_reference": detection(detector, np.concatenate([frll.neutral, frll.smiling]), args.detect_size)}
 
     systems = {name: fc.get_fr_system(name) for name in FR_SYSTEMS}
@@ -420,7 +437,7 @@ def main(argv=None) -> dict:
     quality = {
         "model": {"path": display_path(args.model), "name": model.config.name, "image_size": size,
                   "train_steps": card.get("train_steps"), "parameters": {**counts, "total": sum(counts.values())}},
-        "settings": settings, "kinds": KINDS, "detection": found, "reconstruction": table,
+        "settings": settings, "samplers": SAMPLERS, "kinds": KINDS, "detection": found, "reconstruction": table,
         "training": training, "runtime_s": round(time.time() - start, 1),
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }

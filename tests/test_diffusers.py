@@ -71,3 +71,35 @@ def test_unconditional_unet_rejects_z():
     with pytest.raises(ValueError, match="unconditional"):
         al.DiffusersUNet(_tiny_unet())(torch.randn(1, 3, 8, 8, dtype=torch.float64), torch.tensor([1.0]),
                                        torch.zeros(1, 4))
+
+
+def test_clip_denoised_clips_only_out_of_range_predictions():
+    """ClipDenoised: ε unchanged where x̂₀ ∈ [−1, 1]; elsewhere the implied x̂₀ is the clipped one."""
+    _, schedule = al.DiffusersUNet.from_pipeline_parts(_tiny_unet(), _scheduler())
+    model = al.ClipDenoised(lambda x, t, z: torch.tanh(3 * x), schedule)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.tensor([10.0, 300.0, 700.0, 999.0], dtype=torch.float64)
+    alpha, sigma = schedule.alpha(t).view(-1, 1, 1, 1), schedule.sigma(t).view(-1, 1, 1, 1)
+    x0_raw = (x - sigma * torch.tanh(3 * x)) / alpha
+    x0_clipped = (x - sigma * model(x, t, None)) / alpha
+    inside = x0_raw.abs() <= 1
+    assert 0 < inside.float().mean() < 1  # both cases occur
+    assert torch.allclose(model(x, t, None)[inside], torch.tanh(3 * x)[inside], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(x0_clipped, x0_raw.clamp(-1, 1), atol=1e-12)
+    with pytest.raises(ValueError, match="bound"):
+        al.ClipDenoised(model, schedule, bound=0.0)
+
+
+def test_clip_denoised_gradients_pass_gradcheck_through_a_unet():
+    unet = _tiny_unet(class_embed_type="identity")
+    eps_model, schedule = al.DiffusersUNet.from_pipeline_parts(unet, _scheduler(), conditioning="class")
+    model = al.ClipDenoised(eps_model, schedule)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    z = (0.1 * torch.randn(1, 32, generator=g, dtype=torch.float64)).requires_grad_(True)
+    t = torch.tensor([950.0], dtype=torch.float64)  # σ/α ≈ 50: some entries of x̂₀ are clipped
+    with torch.no_grad():
+        x0 = (x - schedule.sigma(t) * eps_model(x, t, z)) / schedule.alpha(t)
+    assert (x0.abs() > 1).any() and (x0.abs() < 1).any()
+    assert torch.autograd.gradcheck(lambda a, b: model(a, t, b), (x, z))

@@ -54,8 +54,9 @@ def test_quick_run_on_tiny_model_writes_valid_results(tmp_path):
     assert json.loads((out / "quality.json").read_text()) == json.loads(json.dumps(quality))
     assert quality["model"]["image_size"] == 16 and quality["model"]["train_steps"] == 0
     assert quality["detection"]["frll_reference"]["n"] == 204
+    assert {name: d["n"] for name, d in quality["detection"]["samples"].items()} == {"ode": 16, "clipped": 16}
     kinds = [(row["kind"], row["steps"]) for row in quality["reconstruction"]]
-    assert kinds == [("input", None), ("exact", 50), ("one_pass", 50), ("z_only", 50)]
+    assert kinds == [("input", None), ("exact", 50), ("one_pass", 50), ("z_only", 50), ("z_only_clipped", 50)]
     rows = {key: row for key, row in zip(kinds, quality["reconstruction"])}
     for key in kinds[1:]:
         assert np.isfinite(rows[key]["psnr_mean"]) and rows[key]["psnr_min"] <= rows[key]["psnr_median"]
