@@ -19,7 +19,24 @@ Both factors are :math:`1+O(h)`, so the two per-step maps differ by :math:`O(h^2
 AdjointDEIS-1 is a consistent (first-order) discretisation of the continuous adjoint, but it is
 *not* the gradient of the discrete sampler.  The SDE step (3.6) behaves the same with factor 2.
 
-Exposed (numpy): :func:`ddim_discrete_adjoint_coefficients` (coefficients of the raw VJPs at s).
+**A stability limit near t = T.**  As :math:`\alpha\to0`, :math:`x_t\approx\sigma_t\epsilon`, so an
+accurate network approaches the linear model :math:`\epsilon(x,s)=x/\sigma_s` (Jacobian :math:`1/\sigma`).
+For it the exact VJP of one step s → t is :math:`\frac{\sigma_t}{\sigma_s}a(t)` (DDIM) and
+:math:`\frac{\sigma_t}{\sigma_s}(2-e^{h'})a(t)` (SDE-DPM-Solver-1, 3.6), while AdjointDEIS-1 (VJP at
+:math:`x_t`, :math:`J=1/\sigma_t`) gives
+
+.. math:: a(s)=\frac{\alpha_t}{\alpha_s}\big(1-c\,(e^{h'}-1)\big)a(t)
+          =\frac{\sigma_t}{\sigma_s}\,e^{h'}\big(1-c\,(e^{h'}-1)\big)a(t),\qquad c=1\ \text{(ODE)},\ 2\ \text{(SDE)}.
+
+The bracket passes −1 at :math:`h'=\ln(1+2/c)` (ln 3 ≈ 1.10 for the ODE, ln 2 ≈ 0.69 for the SDE):
+with larger adjoint steps every step flips and amplifies the adjoint — the explicit step's stability
+limit, reached by the SDE adjoint (twice the Jacobian term) at smaller steps than by the ODE one.
+Relative to the exact gradient of a sampler with N steps of size :math:`h_N=h'M/N`, the adjoint's
+factor per adjoint step is :math:`\rho=e^{h'}(1-c(e^{h'}-1))/\kappa^{N/M}` with :math:`\kappa=1` (DDIM) or
+:math:`2-e^{h_N}` (SDE).  Chapter 10 measures the blow-up this predicts.
+
+Exposed (numpy): :func:`ddim_discrete_adjoint_coefficients` (coefficients of the raw VJPs at s),
+:func:`noise_regime_relative_factor` (ρ above).
 """
 import numpy as np
 import sympy as sm
@@ -43,6 +60,17 @@ def ddim_discrete_adjoint_coefficients(alpha_s, sigma_s, alpha_t, sigma_t, sde=F
     hp = np.log(alpha_t / sigma_t) - np.log(alpha_s / sigma_s)
     k = -(2.0 if sde else 1.0) * sigma_t * np.expm1(hp)
     return alpha_t / alpha_s, k, k
+
+
+def noise_regime_relative_factor(h_adjoint, h_sampling, sde=False):
+    """rho: AdjointDEIS-1's per-step factor over the exact discrete one, for eps(x, s) = x / sigma_s.
+
+    h_adjoint = |lambda_t - lambda_s| of one adjoint step, h_sampling that of one sampling step
+    (h_adjoint / h_sampling sampling steps per adjoint step, an integer)."""
+    c_ = 2.0 if sde else 1.0
+    steps = int(round(h_adjoint / h_sampling))
+    kappa = 2.0 - np.exp(h_sampling) if sde else 1.0
+    return np.exp(h_adjoint) * (1.0 - c_ * np.expm1(h_adjoint)) / kappa**steps
 
 
 def _discrete_vjp():
@@ -96,3 +124,38 @@ def test_numpy_matches():
     assert np.isclose(d[0], a[0]) and np.isclose(d[1] / a[1], as_ / at) and np.isclose(d[2], a[2])
     dsde = ddim_discrete_adjoint_coefficients(as_, ss, at, st, sde=True)
     assert np.isclose(dsde[1], 2 * d[1]) and np.isclose(dsde[2], 2 * d[2])
+
+
+def test_linear_noise_model_factors_exact_and_adjointdeis1():
+    """eps = x / sigma: exact step VJPs sigma_t/sigma_s (DDIM) and (sigma_t/sigma_s)(2 - e^{h'}) (SDE);
+    AdjointDEIS-1's factor (alpha_t/alpha_s)(1 - c (e^{h'} - 1)) = (sigma_t/sigma_s) e^{h'} (1 - c (e^{h'} - 1))."""
+    from derivations.sde_adjoint import sde_step
+    from derivations.solver_coefficients import ADEIS1_X, Jx_t, ax_t, c
+
+    hp = sm.log(a_t / s_t) - sm.log(a_s / s_s)  # h' > 0
+    step = ddim(x_s).subs(eps, x_s / s_s).doit()
+    assert is_zero(sm.expand_log(sm.diff(step, x_s) - s_t / s_s, force=True))
+    sde = sde_step(a_s, s_s, a_t, s_t, x_s, x_s / s_s, 0)
+    assert is_zero(sm.expand_log(sm.diff(sde, x_s) - s_t / s_s * (2 - sm.exp(hp)), force=True))
+    adeis = ADEIS1_X.subs(Jx_t, 1 / s_t) / ax_t
+    assert is_zero(sm.expand_log(adeis - a_t / a_s * (1 - c * (sm.exp(hp) - 1)), force=True))
+    assert is_zero(sm.expand_log(adeis - s_t / s_s * sm.exp(hp) * (1 - c * (sm.exp(hp) - 1)), force=True))
+
+
+def test_stability_limit_is_log_1_plus_2_over_c():
+    x = sm.Symbol("x", positive=True)
+    for c_, limit in ((1, sm.log(3)), (2, sm.log(2))):
+        assert sm.solve(sm.Eq(1 - c_ * (sm.exp(x) - 1), -1), x) == [limit]
+    # below the limit the bracket lies in (-1, 1), beyond it below -1
+    for c_, limit in ((1, np.log(3)), (2, np.log(2))):
+        assert abs(1 - c_ * np.expm1(0.99 * limit)) < 1 < abs(1 - c_ * np.expm1(1.01 * limit))
+
+
+def test_relative_factor_numpy_matches_and_is_one_to_first_order():
+    hh = sm.Symbol("h", positive=True)  # rho_ODE = e^h (2 - e^h) = 1 - (e^h - 1)^2 = 1 - h^2 + O(h^3)
+    assert is_zero(sm.exp(hh) * (2 - sm.exp(hh)) - (1 - (sm.exp(hh) - 1) ** 2))
+    hp = 0.3
+    ode = noise_regime_relative_factor(hp, hp)
+    assert np.isclose(ode, 1 - np.expm1(hp) ** 2)
+    sde = noise_regime_relative_factor(2 * hp, hp, sde=True)
+    assert np.isclose(sde, np.exp(2 * hp) * (3 - 2 * np.exp(2 * hp)) / (2 - np.exp(hp)) ** 2)
