@@ -111,3 +111,33 @@ def test_discrete_schedule_from_model_works_with_sample_end_to_end():
     x0 = al.sample(model.eps_model, model.schedule, x_T, z, steps=5)
     g_x, g_z = torch.autograd.grad(x0.square().sum(), [x_T, z])
     assert torch.isfinite(g_x).all() and g_z.abs().sum() > 0
+
+
+def test_training_pack_round_trip_and_train_from_it(tmp_path, monkeypatch):
+    """A JPEG pack returns the images within JPEG error, refuses a truncated file, and trains the model."""
+    import zipfile
+
+    from adjointlib.facemodel import train
+    from adjointlib.facemodel.pack import read_pack, write_pack
+
+    images = _faces(n=5)
+    path = write_pack(images, tmp_path / "pack.zip", quality=95)
+    back = read_pack(path)
+    assert back.shape == images.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - images.astype(int)).mean() < 3.0
+    assert not list(tmp_path.glob("*.tmp"))
+
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "cut.zip", "w") as dst:
+        for name in src.namelist()[:-1]:  # drop the last image
+            dst.writestr(name, src.read(name))
+    with pytest.raises(ValueError, match="truncated"):
+        read_pack(tmp_path / "cut.zip")
+    with pytest.raises(ValueError, match="uint8"):
+        write_pack(images.astype(np.float32), tmp_path / "bad.zip")
+
+    monkeypatch.setattr(train, "save_face_model", lambda model, folder, **kw: folder)  # no export needed here
+    train.main(["--config", "tiny", "--pack", str(path), "--out", str(tmp_path / "run"), "--steps", "3"])
+    assert Trainer(TINY, images, tmp_path / "run").step == 3
+    with pytest.raises(SystemExit, match="16 px"):
+        write_pack(_faces(n=2, size=8), tmp_path / "small.zip")
+        train.main(["--config", "tiny", "--pack", str(tmp_path / "small.zip"), "--out", str(tmp_path / "run2")])

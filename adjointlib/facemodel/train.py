@@ -1,7 +1,8 @@
 """Train a face diffusion model, resumably:  python -m adjointlib.facemodel.train --config faces32 --out runs/faces32
 
-Data: UTKFace chips re-aligned to the canonical face crop (adjointlib.faces.utkface), random
-horizontal flips.  FRLL is the test set and is never trained on.  Every ``checkpoint_every`` steps
+Data: UTKFace chips re-aligned to the canonical face crop (adjointlib.faces.utkface), or the same
+crops from a JPEG pack (``--pack``, adjointlib.facemodel.pack) on a machine without the UTKFace zip;
+random horizontal flips.  FRLL is the test set and is never trained on.  Every ``checkpoint_every`` steps
 the full state (model, EMA, optimiser, step, RNG, loss log) is written atomically to
 ``<out>/checkpoint.pt``; re-running the same command resumes from it.  At the end (and with
 ``--export``) the EMA weights are saved in diffusers format to ``<out>/model`` (fp16 with
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from .config import CONFIGS, FaceModelConfig
 from .networks import FaceDiffusionModel
+from .pack import read_pack
 from .pretrained import save_face_model
 
 __all__ = ["Trainer", "main", "MODEL_CARD"]
@@ -123,7 +125,9 @@ def main(argv=None):
     parser.add_argument("--config", choices=sorted(CONFIGS), default="faces32")
     parser.add_argument("--out", required=True, help="run folder (checkpoint, loss log, exported model)")
     parser.add_argument("--steps", type=int, default=None, help="total steps (default: the configuration's)")
-    parser.add_argument("--data", default=None, help="UTKFace zip (default: ../shared/data/utkface/utkface_128.zip)")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--data", default=None, help="UTKFace zip (default: ../shared/data/utkface/utkface_128.zip)")
+    data.add_argument("--pack", default=None, help="training pack of aligned crops (python -m adjointlib.facemodel.pack)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N UTKFace images")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--fp32-export", action="store_true", help="export fp32 instead of fp16 weights")
@@ -143,7 +147,13 @@ def main(argv=None):
         trainer = Trainer(config, np.empty((0, config.image_size, config.image_size, 3), np.uint8), Path(args.out))
         print(json.dumps({"step": trainer.step, "exported": str(trainer.export(fp16=not args.fp32_export))}))
         return
-    images = load_utkface_aligned(config.image_size, zip_path=args.data, limit=args.limit).images
+    if args.pack:
+        images = read_pack(args.pack)[: args.limit]
+        if images.shape[1] != config.image_size:
+            raise SystemExit(f"--pack {args.pack} holds {images.shape[1]} px crops; {config.name} needs "
+                             f"{config.image_size} px (python -m adjointlib.facemodel.pack --size {config.image_size})")
+    else:
+        images = load_utkface_aligned(config.image_size, zip_path=args.data, limit=args.limit).images
     trainer = Trainer(config, images, Path(args.out), device=args.device)
     trainer.run(args.steps)
     folder = trainer.export(fp16=not args.fp32_export)
