@@ -138,6 +138,6 @@ def test_training_pack_round_trip_and_train_from_it(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "save_face_model", lambda model, folder, **kw: folder)  # no export needed here
     train.main(["--config", "tiny", "--pack", str(path), "--out", str(tmp_path / "run"), "--steps", "3"])
     assert Trainer(TINY, images, tmp_path / "run").step == 3
+    write_pack(_faces(n=2, size=8), tmp_path / "small.zip")
     with pytest.raises(SystemExit, match="16 px"):
-        write_pack(_faces(n=2, size=8), tmp_path / "small.zip")
         train.main(["--config", "tiny", "--pack", str(tmp_path / "small.zip"), "--out", str(tmp_path / "run2")])
