@@ -99,9 +99,9 @@ class ClipDenoised(nn.Module):
 
     Ho et al. 2020 (sampling with x̂₀ clipped to the data range); diffusers' ``clip_sample``.
         x̂₀ = (x − σ_t ε_θ(x, z, t)) / α_t,   ε̃ = (x − α_t clamp(x̂₀, −bound, bound)) / σ_t
-    x: (b, ...), t: (b,), output shaped like x.  Where x̂₀ is inside the range ε̃ = ε_θ (up to rounding).  Near t = T,
-    α_t is small (σ_t/α_t ≈ 156 at t = 999 of the linear-β DDPM schedule), so a small ε error becomes a
-    large x̂₀ error; clipping stops it from saturating the sample.  ε̃ is itself an ε-model: sampling,
+    x: (b, ...), t: (b,), output shaped like x.  Where x̂₀ is inside the range ε̃ = ε_θ (up to rounding).
+    Near t = T, α_t is small (σ_t/α_t ≈ 156 at t = 999 of the linear-β DDPM schedule), so a small ε error
+    becomes a large x̂₀ error; clipping stops it from saturating the sample.  ε̃ is itself an ε-model: sampling,
     inversion and every adjoint apply to it unchanged (its Jacobian is piecewise: ∂ε̃/∂x = I/σ_t on
     clipped entries), but it is a different ODE from that of ε_θ, and the convergence orders assume a
     smooth model.

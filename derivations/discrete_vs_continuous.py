@@ -69,6 +69,8 @@ def noise_regime_relative_factor(h_adjoint, h_sampling, sde=False):
     (h_adjoint / h_sampling sampling steps per adjoint step, an integer)."""
     c_ = 2.0 if sde else 1.0
     steps = int(round(h_adjoint / h_sampling))
+    if steps < 1 or not np.isclose(steps * h_sampling, h_adjoint):
+        raise ValueError(f"h_adjoint = {h_adjoint} is not a whole number of sampling steps of {h_sampling}")
     kappa = 2.0 - np.exp(h_sampling) if sde else 1.0
     return np.exp(h_adjoint) * (1.0 - c_ * np.expm1(h_adjoint)) / kappa**steps
 
@@ -151,11 +153,33 @@ def test_stability_limit_is_log_1_plus_2_over_c():
         assert abs(1 - c_ * np.expm1(0.99 * limit)) < 1 < abs(1 - c_ * np.expm1(1.01 * limit))
 
 
-def test_relative_factor_numpy_matches_and_is_one_to_first_order():
-    hh = sm.Symbol("h", positive=True)  # rho_ODE = e^h (2 - e^h) = 1 - (e^h - 1)^2 = 1 - h^2 + O(h^3)
+def test_relative_factor_numpy_equals_the_derived_step_factors_composed():
+    """noise_regime_relative_factor against the symbolic factors above, lambdified and composed on a VP
+    schedule (alpha^2 + sigma^2 = 1): one AdjointDEIS-1 step over k sampling steps, divided by the
+    product of the k exact step VJPs; and rho_ODE = 1 - (e^h - 1)^2 = 1 - h^2 + O(h^3)."""
+    from derivations.sde_adjoint import sde_step
+    from derivations.solver_coefficients import ADEIS1_X, Jx_t, ax_t, c
+
+    args = (a_s, s_s, a_t, s_t)
+    adeis = sm.lambdify((*args, c), ADEIS1_X.subs(Jx_t, 1 / s_t) / ax_t)
+    exact = {False: sm.lambdify(args, sm.diff(ddim(x_s).subs(eps, x_s / s_s).doit(), x_s)),
+             True: sm.lambdify(args, sm.diff(sde_step(a_s, s_s, a_t, s_t, x_s, x_s / s_s, 0), x_s))}
+
+    def alpha_sigma(lam_):  # VP: alpha/sigma = e^lambda
+        return 1 / np.sqrt(1 + np.exp(-2 * lam_)), 1 / np.sqrt(1 + np.exp(2 * lam_))
+
+    lam_t, h_n = 0.4, 0.35
+    for sde_ in (False, True):
+        for k in (1, 2, 4):
+            lams = lam_t - h_n * np.arange(k + 1)  # t = lams[0] (least noisy) ... s = lams[k]
+            composed = np.prod([exact[sde_](*alpha_sigma(lams[i + 1]), *alpha_sigma(lams[i])) for i in range(k)])
+            one_step = adeis(*alpha_sigma(lams[k]), *alpha_sigma(lams[0]), 2.0 if sde_ else 1.0)
+            assert np.isclose(one_step / composed, noise_regime_relative_factor(k * h_n, h_n, sde=sde_), rtol=1e-12)
+    hh = sm.Symbol("h", positive=True)
     assert is_zero(sm.exp(hh) * (2 - sm.exp(hh)) - (1 - (sm.exp(hh) - 1) ** 2))
-    hp = 0.3
-    ode = noise_regime_relative_factor(hp, hp)
-    assert np.isclose(ode, 1 - np.expm1(hp) ** 2)
-    sde = noise_regime_relative_factor(2 * hp, hp, sde=True)
-    assert np.isclose(sde, np.exp(2 * hp) * (3 - 2 * np.exp(2 * hp)) / (2 - np.exp(hp)) ** 2)
+    try:
+        noise_regime_relative_factor(0.5, 0.3)
+    except ValueError as err:
+        assert "whole number" in str(err)
+    else:
+        raise AssertionError("a non-integer step ratio must be refused")

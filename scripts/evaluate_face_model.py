@@ -9,10 +9,9 @@ with order 1, no SDE; images are canonical crops in [-1, 1] at the model's ``con
   and by DDIM on ``al.ClipDenoised(ε_θ)`` (x̂₀ clipped to [-1, 1] at every step, as DDPM and DiffAE sample);
 * YuNet detection rate on the samples, upsampled, and on the FRLL canonical crops at the same sizes;
 * DDIM-inversion reconstructions of the 102 FRLL neutral crops with z = E(x_0): exact fixed-point
-  inversion (``ddim_invert``), the usual one-pass inversion, and z only (random x_T; decoded without and
-  with clipping): PSNR and the
-  share that each FR system still accepts as the person (probe: the smiling photo at 128 px,
-  threshold at FMR 0.1 %, ``adjointlib.faces.frll_bona_fide``);
+  inversion (``ddim_invert``), the usual one-pass inversion, and z only (random x_T; decoded without
+  and with clipping): PSNR and the share that each FR system still accepts as the person (probe: the
+  smiling photo at 128 px, threshold at FMR 0.1 %, ``adjointlib.faces.frll_bona_fide``);
 * the training curve from the run's loss log.
 
 Usage::
@@ -200,11 +199,11 @@ def ddim(model, x_T: torch.Tensor, z: torch.Tensor, steps: int, batch: int, desc
                       for sl in batched(len(x_T), batch, desc)])
 
 
-def invert(model, x0: torch.Tensor, z: torch.Tensor, kind: str, steps: int, batch: int,
-           generator: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-    """x_T for each face by ``kind`` ("exact", "one_pass", "z_only*") and the exact inversion's NFE per batch."""
+def invert(model, x0: torch.Tensor, z: torch.Tensor, kind: str, steps: int, batch: int) -> tuple[torch.Tensor, list]:
+    """x_T for each face by ``kind`` and the exact inversion's NFE per batch; both z-only kinds get the
+    same random x_T (seed ``SEEDS["z_only"]``)."""
     if kind.startswith("z_only"):
-        return torch.randn(x0.shape, generator=generator), []
+        return torch.randn(x0.shape, generator=torch.Generator().manual_seed(SEEDS["z_only"])), []
     out, nfe = [], []
     for sl in batched(len(x0), batch, f"{kind} inversion, N={steps}"):
         if kind == "one_pass":
@@ -278,7 +277,6 @@ def reconstructions(model, x0: torch.Tensor, settings: dict, batch: int, systems
     """Reconstruction rows for every kind and N, and the reconstructions at the first N (for the figure)."""
     rows_frll = np.arange(len(x0))
     z = encode(model, x0, batch)
-    generator = torch.Generator().manual_seed(SEEDS["z_only"])
     table = [{"kind": "input", "steps": None, "psnr_mean": None, "psnr_median": None, "psnr_min": None,
               "max_abs_error": 0.0, "uint8_identical": 1.0, "inversion_nfe": None,
               "identity": identity(systems, bona, fc.tensor_to_images(x0), rows_frll)}]
@@ -286,9 +284,7 @@ def reconstructions(model, x0: torch.Tensor, settings: dict, batch: int, systems
     runs = [(kind, n) for n in settings["recon_steps"] for kind in ("exact", "one_pass")]
     runs += [("z_only", settings["recon_steps"][0]), ("z_only_clipped", settings["recon_steps"][0])]
     for kind, steps in runs:
-        if kind == "z_only_clipped":  # the same random x_T as z_only
-            generator = torch.Generator().manual_seed(SEEDS["z_only"])
-        x_T, nfe = invert(model, x0, z, kind, steps, batch, generator)
+        x_T, nfe = invert(model, x0, z, kind, steps, batch)
         recon = ddim(model, x_T, z, steps, batch, f"{kind} decoding, N={steps}", clipped=kind == "z_only_clipped")
         ids = identity(systems, bona, fc.tensor_to_images(recon), rows_frll)
         table.append(summary(kind, steps, recon, x0, ids, nfe))

@@ -75,7 +75,7 @@ def test_unconditional_unet_rejects_z():
 
 def test_clip_denoised_clips_only_out_of_range_predictions():
     """ClipDenoised: ε unchanged where x̂₀ ∈ [−1, 1]; elsewhere the implied x̂₀ is the clipped one."""
-    _, schedule = al.DiffusersUNet.from_pipeline_parts(_tiny_unet(), _scheduler())
+    schedule = al.DiscreteVP.from_diffusers(_scheduler())
     model = al.ClipDenoised(lambda x, t, z: torch.tanh(3 * x), schedule)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)

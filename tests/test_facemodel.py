@@ -124,7 +124,7 @@ def test_training_pack_round_trip_and_train_from_it(tmp_path, monkeypatch):
     path = write_pack(images, tmp_path / "pack.zip", quality=95)
     back = read_pack(path)
     assert back.shape == images.shape and back.dtype == np.uint8
-    assert np.abs(back.astype(int) - images.astype(int)).mean() < 3.0
+    assert np.abs(back.astype(int) - images.astype(int)).mean() < 2.0  # measured 1.48 grey levels at q95
     assert not list(tmp_path.glob("*.tmp"))
 
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "cut.zip", "w") as dst:

@@ -5,8 +5,8 @@
 
 A pack is a zip (stored, not deflated) of the canonical crops as JPEG files ``images/<index>.jpg`` plus
 ``pack.json`` (size, count, JPEG quality, source).  JPEG at quality 90 keeps the 23,306 aligned UTKFace chips
-at 64 px in 46 MiB (uint8 arrays: 286 MB; PNG: about 164 MiB) with a mean absolute error of 2.1 grey
-levels.  The pack holds UTKFace-derived images: non-commercial research use only, like UTKFace itself.
+at 64 px in 46 MiB (uint8 arrays: 286 MB; PNG, extrapolated from 500 crops: about 164 MiB) with a mean
+absolute error of 2.1 grey levels (both measured on the full set).  The pack holds UTKFace-derived images: non-commercial research use only, like UTKFace itself.
 """
 from __future__ import annotations
 

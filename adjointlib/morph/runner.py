@@ -2,8 +2,8 @@
 
 Resumable and crash-safe: ``<out>/config.json`` pins the settings and the model's weights (another
 configuration or model in the same folder is refused); pairs are processed in fixed batches (position
-in the pair list), each batch's SDE noises are drawn from ``seed + batch index``, and after every batch the morph PNGs and
-then ``morphs.jsonl`` are written atomically (temporary file, then rename), so an interrupted run
+in the pair list), each batch's SDE noises are drawn from ``seed + batch index``, and after every batch
+the morph PNGs and then ``morphs.jsonl`` are written atomically (temporary file, then rename), so an interrupted run
 leaves only finished pairs and a re-run does exactly the missing ones.  Scores follow the FRLL
 protocol of ``adjointlib.faces.evaluate`` (probes: the contributors' smiling photos at 128 px;
 thresholds at FMR 0.1 % from the bona fide comparisons).
