@@ -34,10 +34,12 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
     """x_T such that DDIM over the same grid maps it to ``x0`` (fixed-point inversion, see module doc).
 
     x0: (b, ...); z as for ``sample``; steps: int or explicit grid (same as the sampler's).
-    tol: stop a step's iteration when max |Δx_s| ≤ tol · max(1, |x_s|_∞).  By default tol = 8·eps(dtype),
-    and an iteration that stalls at its round-off floor (|Δx_s| stops shrinking while already below
-    sqrt(eps) · max(1, |x_s|_∞)) is accepted too: in float32 a network's own round-off can keep |Δx_s|
-    a little above 8·eps.  Raises RuntimeError if an iteration reaches neither in ``max_iters``.
+    tol: a sample's iteration stops when max |Δx_s| ≤ tol · max(1, |x_s|_∞) over that sample.  By default
+    tol = 8·eps(dtype), and an iteration that stalls at its round-off floor (|Δx_s| stops shrinking while
+    already below sqrt(eps) · max(1, |x_s|_∞)) is accepted too: in float32 a network's own round-off can keep
+    |Δx_s| a little above 8·eps.  Convergence is decided per sample and a converged sample is frozen while
+    the others iterate, so a sample's x_T does not depend on its batch-mates (beyond the network's own
+    batch-size-dependent round-off).  Raises RuntimeError if a sample reaches neither in ``max_iters``.
     Returns x_T, (b, ...).
     """
     check_state(x0, "x0")
@@ -53,17 +55,21 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
         (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(s, t)
         h = l_t - l_s
         x_s = ddim_step(schedule, x_t, t, s, call_model(model, x_t, float(t), zi))
-        previous = math.inf
+        active = torch.ones(len(x0), dtype=torch.bool, device=x0.device)
+        previous = torch.full((len(x0),), math.inf, dtype=x0.dtype, device=x0.device)
         for _ in range(max_iters):
             new = (a_s / a_t) * (x_t + sg_t * math.expm1(h) * call_model(model, x_s, float(s), zi))
-            change = float((new - x_s).abs().max())
-            x_s = new
-            scale = max(1.0, float(x_s.abs().max()))
-            if change <= limit * scale or previous <= change <= floor * scale:
+            change = (new - x_s).flatten(1).abs().amax(1)
+            x_s = torch.where(active.view(-1, *[1] * (x0.dim() - 1)), new, x_s)
+            scale = x_s.flatten(1).abs().amax(1).clamp(min=1.0)
+            done = (change <= limit * scale) | ((previous <= change) & (change <= floor * scale))
+            previous = torch.where(active, change, previous)
+            active = active & ~done
+            if not bool(active.any()):
                 break
-            previous = change
         else:
-            raise RuntimeError(f"DDIM inversion did not converge at t={float(s):.6g} (last change {change:.3g}); "
+            raise RuntimeError(f"DDIM inversion did not converge at t={float(s):.6g} for {int(active.sum())} of "
+                               f"{len(x0)} samples (largest last change {float(change[active].max()):.3g}); "
                                "use more steps")
         x_t = x_s
     return x_t

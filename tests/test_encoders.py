@@ -65,6 +65,20 @@ def test_ddim_inversion_accepts_a_stall_at_the_round_off_floor_but_not_a_wrong_t
         al.ddim_invert(model, SCH, x0, steps=20, tol=1e-9, max_iters=30)
 
 
+def test_ddim_inversion_of_a_sample_does_not_depend_on_its_batch_mates():
+    class Elementwise(torch.nn.Module):
+        """ε acts on each entry alone (no batch-size-dependent round-off); larger states converge slower."""
+
+        def forward(self, x, t, z=None):
+            return 0.8 * x + 0.3 * torch.tanh(3.0 * x) * (1.0 + t)[:, None]
+
+    model = Elementwise()
+    x0 = torch.tensor([[0.1, -0.2, 0.05], [2.5, -3.0, 1.7]], dtype=torch.float64)
+    alone = al.ddim_invert(model, SCH, x0[:1], steps=8)
+    together = al.ddim_invert(model, SCH, x0, steps=8)
+    assert torch.equal(together[:1], alone)  # bitwise: the slower batch-mate does not change its iterations
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 def test_cycle_sde_round_trip(dtype, tol):
     model = TanhEpsModel(4, 2, dtype=dtype)

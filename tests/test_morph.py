@@ -16,8 +16,8 @@ from adjointlib.facemodel.networks import build_scheduler  # noqa: E402
 from adjointlib.schedules import DiscreteVP  # noqa: E402
 from adjointlib.faces import ARCFACE_TEMPLATE_112, FaceRecognizer  # noqa: E402
 from adjointlib.morph import (  # noqa: E402
-    MorphSettings, dim_start, identity_loss, method_settings, optimise_morph, read_records, run_morphs,
-    select_pairs, slerp,
+    PAIR_ORDERS, MorphSettings, dim_start, identity_loss, identity_reuse, merge_batches, method_settings,
+    optimise_morph, read_records, run_morphs, select_pairs, slerp,
 )
 from adjointlib.morph import runner  # noqa: E402
 from adjointlib import sample  # noqa: E402
@@ -141,14 +141,29 @@ def test_method_presets_and_bad_settings():
                        MorphSettings(sde=True, n_opt=1))
 
 
-def test_select_pairs_takes_half_per_gender_interleaved_and_prefix_stable():
-    pairs = [{"pair": i, "gender": "female" if i < 5 else "male"} for i in range(10)]
-    assert [p["pair"] for p in select_pairs(pairs, 4)] == [0, 5, 1, 6]
-    assert select_pairs(pairs, 8)[:4] == select_pairs(pairs, 4)
+def test_select_pairs_stratified_random_or_most_similar_and_prefix_stable():
+    pairs = [{"pair": i, "gender": "female" if i < 5 else "male", "id_a": f"{i:03d}", "id_b": f"{i + 1:03d}"}
+             for i in range(10)]
+    assert [p["pair"] for p in select_pairs(pairs, 4, order="similar")] == [0, 5, 1, 6]
+    for order in PAIR_ORDERS:
+        assert select_pairs(pairs, 8, order=order)[:4] == select_pairs(pairs, 4, order=order)
+    random4 = [p["pair"] for p in select_pairs(pairs, 4, seed=3)]
+    assert [p < 5 for p in random4] == [True, False, True, False]  # stratified: one gender, then the other
+    assert random4 == [p["pair"] for p in select_pairs(pairs, 4, seed=3)]  # seeded
+    assert {tuple(p["pair"] for p in select_pairs(pairs, 4, seed=s)) for s in range(20)} != {tuple(random4)}
+    assert sorted(p["pair"] for p in select_pairs(pairs)) == list(range(10))
     with pytest.raises(ValueError, match="even"):
         select_pairs(pairs, 3)
     with pytest.raises(ValueError, match="per gender"):
         select_pairs(pairs, 12)
+    with pytest.raises(ValueError, match="order"):
+        select_pairs(pairs, 4, order="best")
+
+
+def test_identity_reuse_counts_people_in_several_pairs():
+    pairs = [{"id_a": "001", "id_b": "002"}, {"id_a": "001", "id_b": "003"}, {"id_a": "004", "id_b": "005"}]
+    assert identity_reuse(pairs) == {"n_pairs": 3, "n_identities": 5, "max_uses": 2, "uses": {1: 4, 2: 1},
+                                     "pairs_sharing": 2}
 
 
 class FakeJob:
@@ -156,6 +171,7 @@ class FakeJob:
 
     def __init__(self):
         self.model, self.loss_system, self.size = tiny_model(), toy_fr(), SIZE
+        self.device = torch.device("cpu")
 
     def contributors(self, pairs):
         x_a = torch.stack([faces(1, int(p["id_a"]))[0] for p in pairs])
@@ -174,7 +190,7 @@ PAIRS = [{"pair": i, "id_a": f"{10 + i:03d}", "id_b": f"{20 + i:03d}", "gender":
 FAST = MorphSettings(steps=20, adjoint_steps=4, n_opt=1, lr=0.1)
 
 
-def test_resume_does_only_the_missing_pairs(tmp_path, monkeypatch):
+def test_resume_does_only_the_missing_batches(tmp_path, monkeypatch):
     job, calls = FakeJob(), []
     real = runner.optimise_morph
 
@@ -187,23 +203,34 @@ def test_resume_does_only_the_missing_pairs(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "optimise_morph", failing_second_batch)
     with pytest.raises(KeyboardInterrupt):
         run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False)
-    assert [r["pair"] for r in read_records(tmp_path)] == [0, 1]
+    assert [r["pair"] for r in merge_batches(tmp_path)] == [0, 1]
     first = (tmp_path / "morphs" / "000_010_020.png").read_bytes()
     calls.clear()
     monkeypatch.setattr(runner, "optimise_morph", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     records = run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False)
-    assert len(calls) == 1 and [r["pair"] for r in records] == [0, 1, 2, 3]
+    assert len(calls) == 1 and [r["pair"] for r in records] == [0, 1, 2, 3] == [r["pair"] for r in read_records(tmp_path)]
     assert (tmp_path / "morphs" / "000_010_020.png").read_bytes() == first
     assert all(len(r["loss"]) == 2 and r["nfe_vjp"] == 4 for r in records)
     assert run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False) == records and len(calls) == 1
+    assert run_morphs(job, PAIRS[:1], FAST, tmp_path, batch_size=2, progress=False) == records and len(calls) == 1
     rows = runner.mmpmr_rows(records, job.thresholds())
     assert rows[0]["mmpmr"] == 0.0 and rows[0]["n_morphs"] == 4  # min(0.5, 0.7) is below 0.6
+    assert rows[0]["mmpmr_low"] == 0.0 and 0.6 < rows[0]["mmpmr_high"] < 0.61  # Clopper-Pearson 0/4
 
 
-def test_interrupted_write_leaves_the_previous_results_intact(tmp_path, monkeypatch):
+def test_a_partial_last_batch_is_made_again_when_the_selection_grows(tmp_path):
+    job = FakeJob()
+    run_morphs(job, PAIRS[:3], FAST, tmp_path, batch_size=2, progress=False)
+    assert [r["pair"] for r in runner._read_jsonl(tmp_path / "batches" / "0001.jsonl")] == [2]
+    records = run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False)
+    assert [r["pair"] for r in runner._read_jsonl(tmp_path / "batches" / "0001.jsonl")] == [2, 3]
+    assert [r["pair"] for r in records] == [0, 1, 2, 3]
+
+
+def test_interrupted_write_leaves_the_finished_batches_intact(tmp_path, monkeypatch):
     job = FakeJob()
     run_morphs(job, PAIRS[:2], FAST, tmp_path, batch_size=2, progress=False)
-    before = (tmp_path / "morphs.jsonl").read_text()
+    before = (tmp_path / "batches" / "0000.jsonl").read_text()
 
     def crash_after_partial_write(path, data):
         path.with_name(path.name + ".tmp").write_bytes(data[: len(data) // 2])
@@ -212,10 +239,34 @@ def test_interrupted_write_leaves_the_previous_results_intact(tmp_path, monkeypa
     monkeypatch.setattr(runner, "_write_atomic", crash_after_partial_write)
     with pytest.raises(OSError):
         run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False)
-    assert (tmp_path / "morphs.jsonl").read_text() == before
-    assert [r["pair"] for r in read_records(tmp_path)] == [0, 1]
+    assert (tmp_path / "batches" / "0000.jsonl").read_text() == before
+    assert not (tmp_path / "batches" / "0001.jsonl").exists()
     monkeypatch.undo()
     assert len(run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False)) == 4
+
+
+def test_a_morph_does_not_depend_on_its_batch_mates(tmp_path):
+    """Per-pair SDE noises and per-sample inversion: a pair alone equals the same pair in a batch (the toy
+    ε-model is a matrix product, so only its batch-size-dependent round-off may differ)."""
+    job = FakeJob()
+    settings = MorphSettings(steps=20, adjoint_steps=4, n_opt=2, lr=0.1, sde=True)
+    alone = run_morphs(job, PAIRS[2:3], settings, tmp_path / "alone", batch_size=1, progress=False)
+    together = run_morphs(job, PAIRS, settings, tmp_path / "together", batch_size=4, progress=False)
+    assert np.allclose(alone[0]["loss"], together[2]["loss"], atol=2e-6)
+    a = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "alone" / alone[0]["image"]), dtype=int)
+    b = np.asarray(__import__("PIL.Image").Image.open(tmp_path / "together" / together[2]["image"]), dtype=int)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_sharded_ranks_merge_to_the_one_process_result(tmp_path):
+    job = FakeJob()
+    whole = run_morphs(job, PAIRS, FAST, tmp_path / "one", batch_size=1, progress=False)
+    for rank in (1, 0):  # ranks in any order, each its own batches
+        assert run_morphs(job, PAIRS, FAST, tmp_path / "two", batch_size=1, rank=rank, world_size=2,
+                          progress=False) == []
+    merged = merge_batches(tmp_path / "two")
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in merged]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in whole]
 
 
 def test_a_folder_refuses_other_settings(tmp_path):
@@ -224,6 +275,13 @@ def test_a_folder_refuses_other_settings(tmp_path):
     with pytest.raises(ValueError, match="other settings.*settings"):
         run_morphs(job, PAIRS, MorphSettings(steps=20, adjoint_steps=4, n_opt=1, lr=0.2), tmp_path,
                    batch_size=2, progress=False)
+    with pytest.raises(ValueError, match="threads"):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(threads + 1)
+        try:
+            run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, progress=False)
+        finally:
+            torch.set_num_threads(threads)
     with torch.no_grad():  # the same settings with retrained weights: refused too
         next(job.model.parameters()).add_(1e-3)
     with pytest.raises(ValueError, match="model_sha256"):
@@ -237,8 +295,9 @@ def test_command_line_runs_resumes_and_prints_the_table(tmp_path, monkeypatch, c
     from adjointlib.morph import __main__ as cli
 
     monkeypatch.setattr(cli, "load_face_model", lambda path: None)
-    monkeypatch.setattr(cli, "MorphJob", lambda model: FakeJob())
-    argv = ["--out", str(tmp_path), "--pairs", "2", "--n-opt", "1", "--adjoint-steps", "4", "--batch-size", "2"]
+    monkeypatch.setattr(cli, "MorphJob", lambda model, device: FakeJob())
+    argv = ["--out", str(tmp_path), "--pairs", "2", "--order", "similar", "--n-opt", "1", "--adjoint-steps", "4",
+            "--batch-size", "2"]
     rows = cli.main(argv)
     assert [r["pair"] for r in read_records(tmp_path)] == [0, 250]  # the most similar female and male pair
     assert rows[0]["n_morphs"] == 2 and "MMPMR at FMR 0.1 %" in capsys.readouterr().out

@@ -9,6 +9,7 @@ Source: ``../shared/README.md`` (data and model package) and ``../shared/referen
   the differentiable FR crops derived from it;
 * :mod:`.mobilefacenet`, :mod:`.dlib_resnet`, :mod:`.registry` — FR networks and their registry;
 * :mod:`.protocol`, :mod:`.evaluate`, :mod:`.pairs` — thresholds, TAR, MMPMR, the pair list;
+* :mod:`.statistics` — Clopper–Pearson intervals, exact McNemar, margins, FMR at low resolution;
 * :mod:`.baselines` — pixel blend and landmark (Delaunay) morphs.
 
 FRLL images: DeBruine & Jones (2017), doi:10.6084/m9.figshare.5047666.v5, CC BY 4.0.
@@ -59,6 +60,7 @@ from .pairs import load_morph_pairs, save_morph_pairs, select_morph_pairs
 from .paths import cache_dir, frll_dir, shared_dir, utkface_zip
 from .protocol import match_rate, mmpmr, split_genuine_impostor, threshold_at_fmr
 from .registry import FaceRecognizer, available_fr_systems, get_fr_system, register_fr_system
+from .statistics import fmr_at_resolution, margin_summary, mcnemar_exact, mmpmr_interval
 from .utkface import UTKFaceAligned, load_utkface_aligned, parse_utkface_name
 
 __all__ = [
@@ -67,11 +69,13 @@ __all__ = [
     "EVAL_SIZE", "FRLLAligned", "FRLL_ATTRIBUTION", "FaceRecognizer", "MobileFaceNet", "Template",
     "UTKFaceAligned", "YuNetDetector", "apply_affine", "arcface_crop_cv2", "available_fr_systems",
     "cache_dir", "canonical_crop", "canonical_transform", "crop_from_canonical", "delaunay_triangles",
-    "dlib_chip_exact", "download_frll", "embed_images", "evaluate_frll_baselines", "frll_baseline_morphs", "frll_bona_fide",
-    "frll_dir", "get_fr_system", "images_to_tensor", "invert_affine", "landmark_morph",
+    "dlib_chip_exact", "download_frll", "embed_images", "evaluate_frll_baselines", "fmr_at_resolution",
+    "frll_baseline_morphs", "frll_bona_fide", "frll_dir", "get_fr_system", "images_to_tensor",
+    "invert_affine", "landmark_morph",
     "load_dlib_resnet", "load_frll_aligned", "load_frll_image", "load_frll_info",
     "load_frll_landmarks_5pt", "load_frll_tem", "load_mobilefacenet", "load_morph_pairs",
-    "load_utkface_aligned", "match_rate", "mmpmr", "morph_contributor_scores", "morph_mmpmr",
+    "load_utkface_aligned", "margin_summary", "match_rate", "mcnemar_exact", "mmpmr", "mmpmr_interval",
+    "morph_contributor_scores", "morph_mmpmr",
     "parse_utkface_name", "pixel_blend", "read_tem", "register_fr_system", "resize_crops",
     "save_morph_pairs", "select_morph_pairs", "shared_dir", "similarity_transform",
     "split_genuine_impostor", "tensor_to_images", "threshold_at_fmr", "unit_affine_to_theta",

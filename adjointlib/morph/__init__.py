@@ -4,14 +4,17 @@
 * :mod:`.dim` — slerp/lerp and DiM's blended start (paper Alg. 2; exact DDIM inversion, or Cycle-SDE);
 * :mod:`.optimise` — ``MorphSettings`` and ``optimise_morph`` (any gradient method of the library);
 * :mod:`.methods` — named presets (the rows of Table 1);
-* :mod:`.runner` — the resumable FRLL job and the MMPMR table; ``python -m adjointlib.morph`` runs it.
+* :mod:`.selection` — the pair set (seeded random sample stratified by gender, or the most similar);
+* :mod:`.runner` — the resumable, shardable FRLL job and the MMPMR table; ``python -m adjointlib.morph``
+  (or ``torchrun --nproc-per-node K -m adjointlib.morph``) runs it.
 """
 from .dim import MorphStart, dim_start, lerp, slerp
 from .identity import identity_loss
 from .methods import METHODS, method_settings
 from .optimise import MorphResult, MorphSettings, optimise_morph
-from .runner import MorphJob, format_mmpmr_table, mmpmr_rows, read_records, run_morphs, select_pairs
+from .runner import MorphJob, format_mmpmr_table, merge_batches, mmpmr_rows, read_records, run_morphs
+from .selection import PAIR_ORDERS, identity_reuse, select_pairs
 
 __all__ = ["identity_loss", "slerp", "lerp", "MorphStart", "dim_start", "MorphSettings", "MorphResult",
            "optimise_morph", "METHODS", "method_settings", "MorphJob", "run_morphs", "read_records",
-           "mmpmr_rows", "format_mmpmr_table", "select_pairs"]
+           "merge_batches", "mmpmr_rows", "format_mmpmr_table", "select_pairs", "identity_reuse", "PAIR_ORDERS"]

@@ -55,13 +55,14 @@ class MorphStart:
 
 
 def dim_start(model, x_a: torch.Tensor, x_b: torch.Tensor, *, steps, sde: bool = False, w: float = 0.5,
-              generator: torch.Generator | None = None) -> MorphStart:
+              generator: torch.Generator | None = None, draws: torch.Tensor | None = None) -> MorphStart:
     """DiM (paper Algorithm 2) up to the blend: encode a and b, slerp x_T (and SDE noises), lerp z.
 
     model: a ``FaceDiffusionModel`` (``encode``, ``eps_model``, ``schedule``); x_a, x_b: (b, 3, S, S)
     faces in [-1, 1]; steps: the sampling grid (int N or explicit), which the inversion uses too, so
     that sampling an unblended start returns its face.  ``encode_nfe`` counts the ε evaluations of
-    encoding a and b together (one batch of 2b, as the paper counts, H.2).
+    encoding a and b together (one batch of 2b, as the paper counts, H.2).  SDE only: draws (N, b, 3, S, S),
+    the Cycle-SDE draws n_i shared by a and b (default: drawn with ``generator``).
     """
     from ..gradients import CountingModel
 
@@ -73,7 +74,8 @@ def dim_start(model, x_a: torch.Tensor, x_b: torch.Tensor, *, steps, sde: bool =
         counter = CountingModel(model.eps_model)
         if sde:
             n_steps = steps if isinstance(steps, int) else len(steps) - 1
-            draws = torch.randn((n_steps, *x_a.shape), generator=generator, dtype=x_a.dtype, device=x_a.device)
+            if draws is None:
+                draws = torch.randn((n_steps, *x_a.shape), generator=generator, dtype=x_a.dtype, device=x_a.device)
             x_T, noises = cycle_sde_encode(counter, model.schedule, both, z, steps=steps,
                                            draws=torch.cat([draws, draws], dim=1))
         else:

@@ -1,12 +1,17 @@
 """The morph job: FRLL pairs in fixed batches → DiM start → optimisation → PNG + one JSON line per pair.
 
-Resumable and crash-safe: ``<out>/config.json`` pins the settings and the model's weights (another
-configuration or model in the same folder is refused); pairs are processed in fixed batches (position
-in the pair list), each batch's SDE noises are drawn from ``seed + batch index``, and after every batch
-the morph PNGs and then ``morphs.jsonl`` are written atomically (temporary file, then rename), so an interrupted run
-leaves only finished pairs and a re-run does exactly the missing ones.  Scores follow the FRLL
-protocol of ``adjointlib.faces.evaluate`` (probes: the contributors' smiling photos at 128 px;
-thresholds at FMR 0.1 % from the bona fide comparisons).
+Resumable, crash-safe and shardable: ``<out>/config.json`` pins every setting that changes a morph's
+numbers (settings, model weights, batch size, seed, device, CPU threads, TF32, torch version; another
+configuration in the same folder is refused).  The pair list is cut into fixed batches by position;
+batch k is written as one file ``batches/<k>.jsonl`` (its PNGs first, then the file, each atomically),
+so a batch is done exactly when its file exists and holds the planned pairs.  Any number of processes
+(``torchrun``) or machines can share the batches (batch k goes to rank k mod world size); merging
+concatenates the batch files in order into ``morphs.jsonl``.  Each pair's SDE noises are drawn from
+its own seed (``seed``, pair number), and DDIM inversion decides convergence per sample, so a morph
+depends on its batch-mates only through the network's batch-size-dependent round-off (measured in
+``scripts/measure_morph_determinism.py``).  Scores follow the FRLL protocol of
+``adjointlib.faces.evaluate`` (probes: the contributors' smiling photos at 128 px; thresholds at FMR
+0.1 % from the bona fide comparisons) and are computed on the CPU from the saved uint8 morphs.
 """
 from __future__ import annotations
 
@@ -20,32 +25,14 @@ import torch
 from tqdm import tqdm
 
 from ..faces import (EVAL_SIZE, embed_images, frll_bona_fide, get_fr_system, images_to_tensor, load_frll_aligned,
-                     mmpmr, morph_contributor_scores, tensor_to_images)
+                     margin_summary, mmpmr, mmpmr_interval, morph_contributor_scores, tensor_to_images)
 from .dim import dim_start
 from .optimise import MorphSettings, optimise_morph
 
-__all__ = ["MorphJob", "run_morphs", "read_records", "mmpmr_rows", "format_mmpmr_table", "select_pairs",
-           "EVAL_SYSTEMS"]
+__all__ = ["MorphJob", "run_morphs", "merge_batches", "read_records", "mmpmr_rows", "format_mmpmr_table",
+           "run_environment", "EVAL_SYSTEMS"]
 
 EVAL_SYSTEMS = ("mobilefacenet", "dlib_resnet")
-
-
-def select_pairs(pairs: list[dict], count: int | None) -> list[dict]:
-    """The first ``count // 2`` pairs of each gender in the list's order (the most similar ones of the
-    committed SYN-MAD-style list), interleaved female, male, female, ...; all pairs when ``count`` is None.
-
-    Interleaving makes every selection a prefix of the larger ones, so a run extended from 8 to 16
-    pairs keeps its finished batches and computes only the new ones.
-    """
-    if count is None:
-        return list(pairs)
-    if count < 2 or count % 2:
-        raise ValueError(f"--pairs must be an even number >= 2 (half per gender), got {count}")
-    genders = sorted({p["gender"] for p in pairs})
-    by_gender = [[p for p in pairs if p["gender"] == gender][: count // 2] for gender in genders]
-    if any(len(group) < count // 2 for group in by_gender):
-        raise ValueError(f"--pairs {count}: the list has only {[len(g) for g in by_gender]} pairs per gender")
-    return [pair for group in zip(*by_gender) for pair in group]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -64,11 +51,7 @@ def _save_png(path: Path, image: np.ndarray) -> None:
     _write_atomic(path, buffer.getvalue())
 
 
-def read_records(out: str | Path) -> list[dict]:
-    """The finished pairs of a morph folder (``morphs.jsonl``), in the order written."""
-    path = Path(out) / "morphs.jsonl"
-    if not path.is_file():
-        return []
+def _read_jsonl(path: Path) -> list[dict]:
     records = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
@@ -79,14 +62,23 @@ def read_records(out: str | Path) -> list[dict]:
     return records
 
 
+def read_records(out: str | Path) -> list[dict]:
+    """The merged pairs of a morph folder (``morphs.jsonl``, in pair-list order); [] if none yet."""
+    path = Path(out) / "morphs.jsonl"
+    return _read_jsonl(path) if path.is_file() else []
+
+
 class MorphJob:
     """Everything a batch of morphs needs, loaded once: the face model, the FR systems, FRLL crops and
-    the bona fide thresholds.  model: ``FaceDiffusionModel``; loss_system: FR name used in L*_ID."""
+    the bona fide thresholds.  model: ``FaceDiffusionModel``; loss_system: FR name used in L*_ID;
+    device: where the diffusion model and the loss network run ("cpu", "cuda", "cuda:1"); evaluation
+    systems and thresholds stay on the CPU, so that a morph's scores depend only on its uint8 image."""
 
-    def __init__(self, model, loss_system: str = "mobilefacenet", eval_systems=EVAL_SYSTEMS):
-        self.model = model.requires_grad_(False)
+    def __init__(self, model, loss_system: str = "mobilefacenet", eval_systems=EVAL_SYSTEMS, device="cpu"):
+        self.device = torch.device(device)
+        self.model = model.requires_grad_(False).to(self.device)
         self.size = int(model.config.image_size)
-        self.loss_system = get_fr_system(loss_system)
+        self.loss_system = get_fr_system(loss_system).to(self.device)
         self.systems = {name: get_fr_system(name) for name in eval_systems}
         self.faces = load_frll_aligned(self.size)
         self.probes = load_frll_aligned(EVAL_SIZE)
@@ -94,14 +86,15 @@ class MorphJob:
         self.bona_fide = {name: frll_bona_fide(system, self.probes) for name, system in self.systems.items()}
 
     def contributors(self, pairs: list[dict]):
-        """Neutral canonical crops of a and b at the model size, and their loss-network embeddings at 128."""
+        """Neutral canonical crops of a and b at the model size, and their loss-network embeddings at 128,
+        on the job's device."""
         ia = [self.row[p["id_a"]] for p in pairs]
         ib = [self.row[p["id_b"]] for p in pairs]
         x_a, x_b = images_to_tensor(self.faces.neutral[ia]), images_to_tensor(self.faces.neutral[ib])
         with torch.no_grad():
-            v_a = self.loss_system(images_to_tensor(self.probes.neutral[ia]))
-            v_b = self.loss_system(images_to_tensor(self.probes.neutral[ib]))
-        return x_a, x_b, v_a, v_b
+            v_a = self.loss_system(images_to_tensor(self.probes.neutral[ia]).to(self.device))
+            v_b = self.loss_system(images_to_tensor(self.probes.neutral[ib]).to(self.device))
+        return x_a.to(self.device), x_b.to(self.device), v_a, v_b
 
     def scores(self, images: np.ndarray, pairs: list[dict]) -> dict:
         """{system: (b, 2) similarities of each morph (uint8 canonical crops) to a's and b's smiling photo}
@@ -124,6 +117,18 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def run_environment(device) -> dict:
+    """What, besides the settings, changes a morph's float32 numbers: the device (and its name), the CPU
+    thread count (reduction order on the CPU), TF32 on CUDA, and the torch version."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {"device": torch.cuda.get_device_name(device), "threads": None,
+                "tf32": bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32),
+                "torch": torch.__version__.split("+")[0]}
+    return {"device": device.type, "threads": torch.get_num_threads(), "tf32": False,
+            "torch": torch.__version__.split("+")[0]}
+
+
 def _check_config(out: Path, config: dict) -> None:
     path = out / "config.json"
     if path.is_file():
@@ -137,71 +142,129 @@ def _check_config(out: Path, config: dict) -> None:
         _write_atomic(path, json.dumps(config, indent=2).encode())
 
 
+def pair_seed(seed: int, pair: int) -> int:
+    """The seed of one pair's random draws (SDE noises), independent of its batch and position."""
+    return int(np.random.SeedSequence([seed, pair]).generate_state(1)[0])
+
+
+def _pair_draws(pairs: list[dict], seed: int, shape: tuple, steps: int) -> torch.Tensor:
+    """(steps, b, *shape) standard normals, one independent stream per pair (drawn on the CPU)."""
+    return torch.cat([torch.randn((steps, 1, *shape), generator=torch.Generator().manual_seed(pair_seed(seed, p["pair"])))
+                      for p in pairs], dim=1)
+
+
+def _batch_path(out: Path, index: int) -> Path:
+    return out / "batches" / f"{index:04d}.jsonl"
+
+
+def _done(out: Path, index: int, batch: list[dict]) -> bool:
+    """Batch ``index`` is done if its file starts with the planned pairs (a smaller selection of a larger
+    finished run keeps the larger run's batch)."""
+    path = _batch_path(out, index)
+    if not path.is_file():
+        return False
+    made = [r["pair"] for r in _read_jsonl(path)]
+    return made[: len(batch)] == [p["pair"] for p in batch]
+
+
+def _morph_batch(job: MorphJob, batch: list[dict], settings: MorphSettings, seed: int, progress) -> list[dict]:
+    started = time.perf_counter()
+    x_a, x_b, v_a, v_b = job.contributors(batch)
+    draws = None
+    if settings.sde:
+        draws = _pair_draws(batch, seed, tuple(x_a.shape[1:]), settings.steps).to(x_a)
+    start = dim_start(job.model, x_a, x_b, steps=settings.steps, sde=settings.sde, draws=draws)
+    result = optimise_morph(job.model, job.loss_system, start.x_T, start.z, v_a, v_b, settings,
+                            noises=start.noises, progress=progress)
+    images = tensor_to_images(result.x0)
+    seconds = (time.perf_counter() - started) / len(batch)
+    scores = job.scores(images, batch)
+    records = []
+    for k, pair in enumerate(batch):
+        records.append({
+            "pair": pair["pair"], "id_a": pair["id_a"], "id_b": pair["id_b"], "gender": pair["gender"],
+            "image": f"morphs/{pair['pair']:03d}_{pair['id_a']}_{pair['id_b']}.png", "_png": images[k],
+            "loss": [round(float(v), 6) for v in result.losses[:, k]],
+            "nfe": start.encode_nfe + result.forwards, "nfe_encode": start.encode_nfe,
+            "nfe_forward": result.forwards, "nfe_vjp": result.vjps, "seconds": round(seconds, 3),
+            "scores": {name: [round(float(s), 6) for s in scores[name][k]] for name in scores},
+        })
+    return records
+
+
 def run_morphs(job: MorphJob, pairs: list[dict], settings: MorphSettings, out: str | Path, *,
                method: str = "custom", batch_size: int = 8, seed: int = 0, model_name: str = "",
+               rank: int = 0, world_size: int = 1, deadline: float | None = None,
                progress: bool | None = None) -> list[dict]:
-    """Make (or finish) the morphs of ``pairs`` into ``out``; returns all records of the folder.
+    """Make (or finish) the morphs of ``pairs`` into ``out``; returns the merged records of the folder
+    (those of every finished batch; with world_size > 1 call ``merge_batches`` after all ranks finish).
 
     Per pair: ``morphs/<pair>_<id_a>_<id_b>.png`` (canonical crop at the model size) and a JSON line with
     the loss history; the NFE of its batch: ``nfe_encode`` (DiM's inversion of a and b in one batch),
     ``nfe_forward`` (every ε evaluation while optimising and sampling the result, including the forward
     pass inside each VJP), ``nfe_vjp``, and ``nfe`` = encode + forward, the paper's count (H.2: N_E +
-    n_opt (N + M), a VJP counted once) plus the final sampling; wall seconds per morph; and each
-    evaluation system's similarities to a's and b's smiling photos.
+    n_opt (N + M), a VJP counted once) plus the final sampling; wall seconds per morph (batch time / batch
+    size); and each evaluation system's similarities to a's and b's smiling photos.
+    rank, world_size: this process does the batches k with k mod world_size == rank.  deadline: a
+    ``time.time()`` after which no new batch is started (the job stops cleanly; run again to go on).
+    A batch file that does not start with the planned batch's pairs (the last, partial batch of a smaller
+    run) is made again, so a folder holds what a fresh run of its largest selection would make.
+    Raises ValueError if ``out`` holds another configuration.
     """
     out = Path(out)
     config = {"method": method, "settings": settings.to_dict(), "model": model_name,
               "model_sha256": model_fingerprint(job.model), "batch_size": batch_size, "seed": seed,
-              "loss_system": job.loss_system.name, "image_size": job.size}
-    _check_config(out, config)
-    (out / "morphs").mkdir(exist_ok=True)
-    records = read_records(out)
-    done = {r["pair"] for r in records}
+              "loss_system": job.loss_system.name, "image_size": job.size, **run_environment(job.device)}
+    if rank == 0:
+        _check_config(out, config)
+    (out / "morphs").mkdir(parents=True, exist_ok=True)
+    (out / "batches").mkdir(exist_ok=True)
     batches = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
-    bar = tqdm(total=len(pairs), initial=sum(p["pair"] in done for p in pairs), desc=f"morphs {method}",
-               disable=progress is False)
-    for index, batch in enumerate(batches):
-        if all(p["pair"] in done for p in batch):
-            continue
-        started = time.perf_counter()
-        x_a, x_b, v_a, v_b = job.contributors(batch)
-        generator = torch.Generator().manual_seed(seed + index)
-        start = dim_start(job.model, x_a, x_b, steps=settings.steps, sde=settings.sde, generator=generator)
-        result = optimise_morph(job.model, job.loss_system, start.x_T, start.z, v_a, v_b, settings,
-                                noises=start.noises, progress=progress)
-        seconds = (time.perf_counter() - started) / len(batch)
-        images = tensor_to_images(result.x0)
-        scores = job.scores(images, batch)
-        for k, pair in enumerate(batch):
-            if pair["pair"] in done:
-                continue
-            name = f"morphs/{pair['pair']:03d}_{pair['id_a']}_{pair['id_b']}.png"
-            _save_png(out / name, images[k])
-            records.append({
-                "pair": pair["pair"], "id_a": pair["id_a"], "id_b": pair["id_b"], "gender": pair["gender"],
-                "image": name, "loss": [round(float(v), 6) for v in result.losses[:, k]],
-                "nfe": start.encode_nfe + result.forwards, "nfe_encode": start.encode_nfe,
-                "nfe_forward": result.forwards, "nfe_vjp": result.vjps, "seconds": round(seconds, 3),
-                "scores": {name_: [round(float(s), 6) for s in scores[name_][k]] for name_ in scores},
-            })
-            done.add(pair["pair"])
-        _write_atomic(out / "morphs.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
-        bar.update(len(batch))
+    mine = [k for k in range(len(batches)) if k % world_size == rank]
+    todo = [k for k in mine if not _done(out, k, batches[k])]
+    bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=sum(len(batches[k]) for k in mine if k not in todo),
+               desc=f"morphs {method}", disable=progress is False)
+    for k in todo:
+        if deadline is not None and time.time() > deadline:
+            break
+        records = _morph_batch(job, batches[k], settings, seed, progress)
+        for record in records:
+            _save_png(out / record["image"], record.pop("_png"))
+        _write_atomic(_batch_path(out, k), "".join(json.dumps(r) + "\n" for r in records).encode())
+        bar.update(len(records))
     bar.close()
+    return merge_batches(out) if world_size == 1 else []
+
+
+def merge_batches(out: str | Path) -> list[dict]:
+    """Concatenate the batch files of ``out`` in batch order into ``morphs.jsonl`` (atomically) and return
+    the records.  Run by rank 0 after every rank has finished, and after unpacking batches from another
+    machine.  Raises ValueError if two batch files hold the same pair (batches of different sizes)."""
+    out = Path(out)
+    records = [r for path in sorted((out / "batches").glob("*.jsonl")) for r in _read_jsonl(path)]
+    pairs = [r["pair"] for r in records]
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"{out}/batches holds some pairs twice; it mixes batch layouts")
+    _write_atomic(out / "morphs.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
     return records
 
 
 def mmpmr_rows(records: list[dict], thresholds: dict) -> list[dict]:
-    """MMPMR (paper eq. 5.2) per evaluation system over the records, with counts, mean NFE and seconds,
-    and the mean L*_ID at DiM's start and at the end."""
+    """MMPMR (paper eq. 5.2) per evaluation system over the records, with its exact 95 % interval
+    (Clopper–Pearson over pairs: ``faces.mmpmr_interval``), counts, the median margin min_n S − δ
+    (``faces.margin_summary``), mean NFE and seconds, and the mean L*_ID at DiM's start and at the end."""
     if not records:
         raise ValueError("no finished morphs to score")
     rows = []
     for name, threshold in thresholds.items():
         scores = np.array([r["scores"][name] for r in records])
-        value = mmpmr(scores, threshold)
-        rows.append({"system": name, "mmpmr": value, "accepted": int(round(value * len(records))),
-                     "n_morphs": len(records), "nfe": float(np.mean([r["nfe"] for r in records])),
+        accepted = int(round(mmpmr(scores, threshold) * len(records)))
+        low, high = mmpmr_interval(accepted, len(records))
+        margins = margin_summary(scores, threshold)
+        rows.append({"system": name, "mmpmr": accepted / len(records), "mmpmr_low": low, "mmpmr_high": high,
+                     "accepted": accepted, "n_morphs": len(records), "margin_median": margins["median"],
+                     "n_near": margins["n_near"],
+                     "nfe": float(np.mean([r["nfe"] for r in records])),
                      "seconds": float(np.mean([r["seconds"] for r in records])),
                      "loss_start": float(np.mean([r["loss"][0] for r in records])),
                      "loss_end": float(np.mean([r["loss"][-1] for r in records]))})
@@ -209,10 +272,11 @@ def mmpmr_rows(records: list[dict], thresholds: dict) -> list[dict]:
 
 
 def format_mmpmr_table(rows: list[dict], title: str = "") -> str:
-    """A plain-text MMPMR table (percent, counts, NFE per morph, seconds per morph)."""
+    """A plain-text MMPMR table (percent with its 95 % interval, counts, NFE and seconds per morph)."""
     lines = [title] if title else []
-    lines.append(f"{'FR system':16s} {'MMPMR %':>8s} {'accepted':>10s} {'NFE':>7s} {'s/morph':>8s}")
+    lines.append(f"{'FR system':16s} {'MMPMR %':>8s} {'95 % CI':>15s} {'accepted':>10s} {'NFE':>7s} {'s/morph':>8s}")
     for r in rows:
-        lines.append(f"{r['system']:16s} {100 * r['mmpmr']:8.2f} {r['accepted']:>4d}/{r['n_morphs']:<5d} "
+        interval = f"[{100 * r['mmpmr_low']:.1f}, {100 * r['mmpmr_high']:.1f}]"
+        lines.append(f"{r['system']:16s} {100 * r['mmpmr']:8.2f} {interval:>15s} {r['accepted']:>4d}/{r['n_morphs']:<5d} "
                      f"{r['nfe']:7.0f} {r['seconds']:8.2f}")
     return "\n".join(lines)
