@@ -3,6 +3,7 @@ step reducing L*_ID, and the job's resume / crash safety.  A smooth toy ε-model
 interface and a tiny FR network keep this fast and well conditioned (an untrained UNet is not: its DDIM
 inversion does not converge); the real networks run in chapter 10 and scripts/run_morph_experiments.py."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -264,6 +265,8 @@ def test_sharded_ranks_merge_to_the_one_process_result(tmp_path):
     for rank in (1, 0):  # ranks in any order, each its own batches
         assert run_morphs(job, PAIRS, FAST, tmp_path / "two", batch_size=1, rank=rank, world_size=2,
                           progress=False) == []
+        if rank == 1:
+            assert sorted(p.name for p in (tmp_path / "two" / "batches").iterdir()) == ["0001.jsonl", "0003.jsonl"]
     merged = merge_batches(tmp_path / "two")
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in merged]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in whole]
@@ -305,3 +308,24 @@ def test_command_line_runs_resumes_and_prints_the_table(tmp_path, monkeypatch, c
     assert cli.main(argv) == rows  # nothing left to do: the same table
     with pytest.raises(ValueError, match="other settings"):
         cli.main(argv + ["--lr", "0.5"])
+
+
+def test_torchrun_two_gloo_ranks_merge_to_the_one_process_result(tmp_path):
+    """The real command line under torchrun (2 CPU processes, gloo): each rank makes its batches, rank 0
+    merges; the merged folder equals a one-process run's (the toy job stands in for the face model)."""
+    import os
+    import subprocess
+    import sys
+
+    script = str(Path(__file__).with_name("torchrun_toy_morph.py"))
+    argv = ["--pairs", "4", "--order", "similar", "--n-opt", "1", "--adjoint-steps", "4", "--batch-size", "1",
+            "--threads", "1"]
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script,
+                    "--out", str(tmp_path / "two"), *argv], check=True, env=env, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, script, "--out", str(tmp_path / "one"), *argv], check=True, env=env,
+                   capture_output=True, timeout=600)
+    strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert len(read_records(tmp_path / "two")) == 4
+    assert strip(read_records(tmp_path / "two")) == strip(read_records(tmp_path / "one"))
+    assert sorted(p.name for p in (tmp_path / "two" / "batches").iterdir()) == [f"{k:04d}.jsonl" for k in range(4)]

@@ -12,9 +12,9 @@ from .dim import MorphStart, dim_start, lerp, slerp
 from .identity import identity_loss
 from .methods import METHODS, method_settings
 from .optimise import MorphResult, MorphSettings, optimise_morph
-from .runner import MorphJob, format_mmpmr_table, merge_batches, mmpmr_rows, read_records, run_morphs
+from .runner import MorphJob, MorphScorer, format_mmpmr_table, merge_batches, mmpmr_rows, read_records, run_morphs
 from .selection import PAIR_ORDERS, identity_reuse, select_pairs
 
 __all__ = ["identity_loss", "slerp", "lerp", "MorphStart", "dim_start", "MorphSettings", "MorphResult",
-           "optimise_morph", "METHODS", "method_settings", "MorphJob", "run_morphs", "read_records",
+           "optimise_morph", "METHODS", "method_settings", "MorphJob", "MorphScorer", "run_morphs", "read_records",
            "merge_batches", "mmpmr_rows", "format_mmpmr_table", "select_pairs", "identity_reuse", "PAIR_ORDERS"]

@@ -83,12 +83,13 @@ def _sample(model, counter, x_T, z, noises, settings):
 
 def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: torch.Tensor,
                    settings: MorphSettings, noises: torch.Tensor | None = None,
-                   progress: bool | None = None) -> MorphResult:
+                   progress: bool | None = None, loss_fn=identity_loss) -> MorphResult:
     """Gradient descent on (x_T, z) for L*_ID (paper §5, eq. 5.1), from DiM's start.
 
     model: ``FaceDiffusionModel``; system: the loss FR network; x_T (b, 3, S, S); z (b, z_dim) or None;
     v_a, v_b (b, D) the contributors' embeddings; noises (N, b, 3, S, S) for the SDE (fixed while
-    optimising).  Returns the morphs of the final (x_T, z) and the loss history.
+    optimising).  loss_fn(system, x0, v_a, v_b) -> (b,) losses, L*_ID by default (another loss, e.g. for
+    an ablation, must keep that signature).  Returns the morphs of the final (x_T, z) and the loss history.
     """
     if settings.sde and noises is None:
         raise ValueError("the SDE morph needs its noises (from dim_start(..., sde=True))")
@@ -105,7 +106,7 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
     losses = []
     for _ in tqdm(range(settings.n_opt), desc="optimising morphs", disable=progress is not True, leave=False):
         x0 = _sample(model, counter, x_T, z, noises, settings)
-        loss = identity_loss(system, x0, v_a, v_b)
+        loss = loss_fn(system, x0, v_a, v_b)
         if not bool(torch.isfinite(loss).all()):
             raise FloatingPointError("the identity loss became NaN/Inf; lower the learning rate")
         losses.append(loss.detach())
@@ -114,5 +115,5 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
         optimiser.step()
     with torch.no_grad():
         x0 = _sample(model, counter, x_T, z, noises, settings)
-        losses.append(identity_loss(system, x0, v_a, v_b))
+        losses.append(loss_fn(system, x0, v_a, v_b))
     return MorphResult(x0=x0.detach(), losses=torch.stack(losses), forwards=counter.forwards, vjps=counter.vjps)

@@ -29,7 +29,7 @@ from ..faces import (EVAL_SIZE, embed_images, frll_bona_fide, get_fr_system, ima
 from .dim import dim_start
 from .optimise import MorphSettings, optimise_morph
 
-__all__ = ["MorphJob", "run_morphs", "merge_batches", "read_records", "mmpmr_rows", "format_mmpmr_table",
+__all__ = ["MorphScorer", "MorphJob", "run_morphs", "merge_batches", "read_records", "mmpmr_rows", "format_mmpmr_table",
            "run_environment", "EVAL_SYSTEMS"]
 
 EVAL_SYSTEMS = ("mobilefacenet", "dlib_resnet")
@@ -68,33 +68,18 @@ def read_records(out: str | Path) -> list[dict]:
     return _read_jsonl(path) if path.is_file() else []
 
 
-class MorphJob:
-    """Everything a batch of morphs needs, loaded once: the face model, the FR systems, FRLL crops and
-    the bona fide thresholds.  model: ``FaceDiffusionModel``; loss_system: FR name used in L*_ID;
-    device: where the diffusion model and the loss network run ("cpu", "cuda", "cuda:1"); evaluation
-    systems and thresholds stay on the CPU, so that a morph's scores depend only on its uint8 image."""
+class MorphScorer:
+    """The evaluation side of a morph experiment, on the CPU: the FR systems, the FRLL canonical crops at
+    the morph size and at 128 px, and the bona fide thresholds at FMR 0.1 % (Chapter 8's protocol).
+    size: the morph resolution (the face model's image size)."""
 
-    def __init__(self, model, loss_system: str = "mobilefacenet", eval_systems=EVAL_SYSTEMS, device="cpu"):
-        self.device = torch.device(device)
-        self.model = model.requires_grad_(False).to(self.device)
-        self.size = int(model.config.image_size)
-        self.loss_system = get_fr_system(loss_system).to(self.device)
+    def __init__(self, size: int, eval_systems=EVAL_SYSTEMS):
+        self.size = int(size)
         self.systems = {name: get_fr_system(name) for name in eval_systems}
         self.faces = load_frll_aligned(self.size)
         self.probes = load_frll_aligned(EVAL_SIZE)
         self.row = {face_id: i for i, face_id in enumerate(self.faces.ids)}
         self.bona_fide = {name: frll_bona_fide(system, self.probes) for name, system in self.systems.items()}
-
-    def contributors(self, pairs: list[dict]):
-        """Neutral canonical crops of a and b at the model size, and their loss-network embeddings at 128,
-        on the job's device."""
-        ia = [self.row[p["id_a"]] for p in pairs]
-        ib = [self.row[p["id_b"]] for p in pairs]
-        x_a, x_b = images_to_tensor(self.faces.neutral[ia]), images_to_tensor(self.faces.neutral[ib])
-        with torch.no_grad():
-            v_a = self.loss_system(images_to_tensor(self.probes.neutral[ia]).to(self.device))
-            v_b = self.loss_system(images_to_tensor(self.probes.neutral[ib]).to(self.device))
-        return x_a.to(self.device), x_b.to(self.device), v_a, v_b
 
     def scores(self, images: np.ndarray, pairs: list[dict]) -> dict:
         """{system: (b, 2) similarities of each morph (uint8 canonical crops) to a's and b's smiling photo}
@@ -103,8 +88,49 @@ class MorphJob:
                                                self.probes, pairs)
                 for name, system in self.systems.items()}
 
+    def own_photo_scores(self, pairs: list[dict]) -> dict:
+        """The no-morph control: {system: (b, 2)} scores of the contributor's own neutral photo (at the morph
+        size) that comes closest to passing as both, i.e. of a's photo or b's photo, whichever has the larger
+        min over the two smiling probes.  A pair is accepted iff one contributor's unmorphed photo is."""
+        own = {key: self.scores(self.faces.neutral[[self.row[p[key]] for p in pairs]], pairs) for key in ("id_a", "id_b")}
+        out = {}
+        for name in self.systems:
+            a, b = own["id_a"][name], own["id_b"][name]
+            out[name] = np.where((a.min(1) >= b.min(1))[:, None], a, b)
+        return out
+
     def thresholds(self) -> dict:
         return {name: float(b.threshold) for name, b in self.bona_fide.items()}
+
+
+class MorphJob:
+    """Everything a batch of morphs needs, loaded once: the face model and the loss FR network on
+    ``device`` ("cpu", "cuda", "cuda:1"), and a ``MorphScorer`` on the CPU (so that a morph's scores depend
+    only on its uint8 image).  model: ``FaceDiffusionModel``; loss_system: FR name used in L*_ID."""
+
+    def __init__(self, model, loss_system: str = "mobilefacenet", eval_systems=EVAL_SYSTEMS, device="cpu"):
+        self.device = torch.device(device)
+        self.model = model.requires_grad_(False).to(self.device)
+        self.size = int(model.config.image_size)
+        self.loss_system = get_fr_system(loss_system).to(self.device)
+        self.scorer = MorphScorer(self.size, eval_systems)
+
+    def contributors(self, pairs: list[dict]):
+        """Neutral canonical crops of a and b at the model size, and their loss-network embeddings at 128,
+        on the job's device."""
+        faces, probes, row = self.scorer.faces, self.scorer.probes, self.scorer.row
+        ia, ib = [row[p["id_a"]] for p in pairs], [row[p["id_b"]] for p in pairs]
+        x_a, x_b = images_to_tensor(faces.neutral[ia]), images_to_tensor(faces.neutral[ib])
+        with torch.no_grad():
+            v_a = self.loss_system(images_to_tensor(probes.neutral[ia]).to(self.device))
+            v_b = self.loss_system(images_to_tensor(probes.neutral[ib]).to(self.device))
+        return x_a.to(self.device), x_b.to(self.device), v_a, v_b
+
+    def scores(self, images: np.ndarray, pairs: list[dict]) -> dict:
+        return self.scorer.scores(images, pairs)
+
+    def thresholds(self) -> dict:
+        return self.scorer.thresholds()
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
