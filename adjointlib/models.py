@@ -21,6 +21,7 @@ __all__ = [
     "EpsilonFromV",
     "as_epsilon_model",
     "ClipDenoised",
+    "Autocast",
     "DiffusersUNet",
     "PREDICTION_TYPES",
 ]
@@ -118,6 +119,27 @@ class ClipDenoised(nn.Module):
         alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
         x0_pred = (x - sigma * self.model(x, t, z)) / alpha
         return (x - alpha * x0_pred.clamp(-self.bound, self.bound)) / sigma
+
+
+class Autocast(nn.Module):
+    """An ε-model evaluated under ``torch.autocast`` (mixed precision), returning the state's dtype.
+
+    model(x, t, z) runs with convolutions and matrix products in ``dtype`` (bf16 by default) on x's device
+    type; the output is cast back to x.dtype, so samplers, adjoints and VJPs keep float32 states and see a
+    model with a relative error of about 1e-2 (bf16's 8-bit mantissa).  Gradients flow through autocast as
+    through any op.  Not for the reversible method (its inverse amplifies each evaluation's rounding).
+    x: (b, ...), t: (b,), output shaped like x.  Raises ValueError for a dtype other than bf16 or fp16.
+    """
+
+    def __init__(self, model, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.bfloat16 or torch.float16, got {dtype}")
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x, t, z=None):
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return self.model(x, t, z).to(x.dtype)
 
 
 class DiffusersUNet(nn.Module):

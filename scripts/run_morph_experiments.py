@@ -58,6 +58,7 @@ ROWS = {
     "ode_M10": ("ODE, M = 10", "adjointdeis1_ode", {"adjoint_steps": 10}),
     "ode_M15": ("ODE, M = 15", "adjointdeis1_ode", {"adjoint_steps": 15}),
     "ode_recompute": ("ODE, states recomputed by DDIM", "adjointdeis1_ode", {"record": False}),
+    "adjointdeis1_ode_bf16": ("DiM + AdjointDEIS-1 (ODE), ε-model in bf16", "adjointdeis1_ode", {"precision": "bf16"}),
 }
 #: Row groups for ``--rows``; "key" are the headline rows (issue 12), in the order they are made.
 ROW_GROUPS = {
@@ -74,7 +75,7 @@ COMPARISONS = [
     ("adjointdeis1_ode", "landmark_morph"), ("adjointdeis2m_ode", "landmark_morph"), ("checkpoint", "landmark_morph"),
     ("adjointdeis1_sde", "adjointdeis1_ode"), ("reversible", "checkpoint"),
     ("ode_M5", "adjointdeis1_ode"), ("ode_M10", "adjointdeis1_ode"), ("ode_M15", "adjointdeis1_ode"),
-    ("ode_recompute", "adjointdeis1_ode"),
+    ("ode_recompute", "adjointdeis1_ode"), ("adjointdeis1_ode_bf16", "adjointdeis1_ode"),
 ]
 HEADLINE_SUBSET = 64
 

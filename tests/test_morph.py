@@ -142,6 +142,23 @@ def test_method_presets_and_bad_settings():
                        MorphSettings(sde=True, n_opt=1))
 
 
+def test_bf16_autocast_optimises_and_is_refused_for_the_reversible_method():
+    settings = MorphSettings(steps=20, adjoint_steps=4, n_opt=2, lr=0.1, precision="bf16")
+    x_a, x_b = faces(2, 1), faces(2, 2)
+    model, fr = tiny_model(), toy_fr()
+    start = dim_start(model, x_a, x_b, steps=20)
+    with torch.no_grad():
+        v_a, v_b = fr(x_a), fr(x_b)
+    fp32 = optimise_morph(model, fr, start.x_T, start.z, v_a, v_b, MorphSettings(steps=20, adjoint_steps=4, n_opt=2))
+    bf16 = optimise_morph(model, fr, start.x_T, start.z, v_a, v_b, settings)
+    assert bf16.x0.dtype == torch.float32 and torch.isfinite(bf16.losses).all()
+    assert 0 < float((bf16.losses - fp32.losses).abs().max()) < 0.05  # bf16 rounding: changed, but slightly
+    with pytest.raises(ValueError, match="reversible"):
+        MorphSettings(grad_method="reversible", precision="bf16")
+    with pytest.raises(ValueError, match="precision"):
+        MorphSettings(precision="fp8")
+
+
 def test_select_pairs_stratified_random_or_most_similar_and_prefix_stable():
     pairs = [{"pair": i, "gender": "female" if i < 5 else "male", "id_a": f"{i:03d}", "id_b": f"{i + 1:03d}"}
              for i in range(10)]

@@ -46,6 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--adjoint-steps", type=int, default=None, help="adjoint steps M (default 20)")
     parser.add_argument("--adjoint-order", type=int, choices=(1, 2), default=None)
     parser.add_argument("--recompute", action="store_true", help="recompute states backwards (ODE adjoint)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                        help="bf16: the ε-model under bf16 autocast while optimising (not with reversible)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:<i> (under torchrun: cuda:<LOCAL_RANK>)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (pinned in config.json)")
     parser.add_argument("--budget-s", type=float, default=None,
@@ -79,7 +81,8 @@ def main(argv=None) -> list[dict]:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     settings = method_settings(args.method, steps=args.steps, n_opt=args.n_opt, lr=args.lr,
                                optimiser=args.optimiser, adjoint_steps=args.adjoint_steps,
-                               adjoint_order=args.adjoint_order, record=False if args.recompute else None)
+                               adjoint_order=args.adjoint_order, record=False if args.recompute else None,
+                               precision=args.precision)
     pairs = select_pairs(load_morph_pairs(args.pairs_file), args.pairs, order=args.order, seed=args.pair_seed)
     job = MorphJob(load_face_model(args.model), device=device)
     records = run_morphs(job, pairs, settings, args.out, method=args.method, batch_size=args.batch_size,

@@ -14,12 +14,14 @@ import torch
 from tqdm import tqdm
 
 from ..gradients import CountingModel
+from ..models import Autocast
 from ..sample import sample
 from .identity import identity_loss
 
 __all__ = ["MorphSettings", "MorphResult", "optimise_morph", "OPTIMISERS"]
 
 OPTIMISERS = ("sgd", "adam")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,9 @@ class MorphSettings:
     (plain x ← x − η ∇, as the released code) or "adam" (betas (0.5, 0.9), as Greedy-DiM);
     sde: SDE-DPM-Solver-1 with Cycle-SDE noises; grad_method "adjoint" (AdjointDEIS, with
     adjoint_steps M, adjoint_order 1/2, record = keep states vs recompute by DDIM) or another method
-    of ``adjointlib.gradients``; grad_options go to that method.
+    of ``adjointlib.gradients``; grad_options go to that method; precision "fp32", or "bf16" to evaluate the
+    ε-model under bf16 autocast while optimising (``adjointlib.Autocast``; DiM's inversion and the final
+    sample stay float32; refused for the reversible method).
     """
 
     steps: int = 20
@@ -44,8 +48,13 @@ class MorphSettings:
     adjoint_order: int = 1
     record: bool = True
     grad_options: dict = field(default_factory=dict)
+    precision: str = "fp32"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
+        if self.precision != "fp32" and self.grad_method == "reversible":
+            raise ValueError("the reversible method cannot run in bf16: its inverse amplifies the model's rounding")
         if self.optimiser not in OPTIMISERS:
             raise ValueError(f"unknown optimiser {self.optimiser!r}; use one of {OPTIMISERS}")
         if self.n_opt < 0 or self.steps < 1:
@@ -94,6 +103,7 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
     if settings.sde and noises is None:
         raise ValueError("the SDE morph needs its noises (from dim_start(..., sde=True))")
     counter = CountingModel(model.eps_model)
+    fast = counter if settings.precision == "fp32" else Autocast(counter, torch.bfloat16)
     x_T = x_T.detach().clone().requires_grad_(True)
     leaves = [x_T]
     if z is not None:
@@ -105,7 +115,7 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
         optimiser = torch.optim.Adam(leaves, lr=settings.lr, betas=(0.5, 0.9))
     losses = []
     for _ in tqdm(range(settings.n_opt), desc="optimising morphs", disable=progress is not True, leave=False):
-        x0 = _sample(model, counter, x_T, z, noises, settings)
+        x0 = _sample(model, fast, x_T, z, noises, settings)
         loss = loss_fn(system, x0, v_a, v_b)
         if not bool(torch.isfinite(loss).all()):
             raise FloatingPointError("the identity loss became NaN/Inf; lower the learning rate")
