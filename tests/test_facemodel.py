@@ -1,5 +1,9 @@
-"""The face diffusion model: training reduces the loss, resume continues, save → load is exact,
-and the model works with adjointlib.sample end to end."""
+"""The face diffusion model: training reduces the loss, resume continues bitwise, a warm start reproduces
+its folder, save → load is exact, and the model works with adjointlib.sample end to end."""
+import csv
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -37,14 +41,18 @@ def _fixed_loss(model, images, seed=1):
 
 def test_tiny_training_reduces_loss_and_resumes(tmp_path):
     images = _faces()
-    trainer = Trainer(TINY, images, tmp_path, device="cpu")
+    trainer = Trainer(TINY, images, tmp_path, device="cpu", warmup_steps=0)
     before = _fixed_loss(trainer.model, images)
     trainer.run(40, progress=False)
     after = _fixed_loss(trainer.model, images)
     assert after < 0.7 * before, (before, after)
-    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "loss_log.csv").is_file()
+    assert (tmp_path / "checkpoint.pt").is_file()
+    with open(tmp_path / "loss_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))  # one row per checkpoint (every 10 steps) here
+    assert [(int(r["step"]), int(r["steps"])) for r in rows] == [(10, 10), (20, 10), (30, 10), (40, 10)]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
     resumed = Trainer(TINY, images, tmp_path, device="cpu")
-    assert resumed.step == 40 and len(resumed.losses) == 40
+    assert resumed.step == 40 and resumed.losses == trainer.losses and resumed.settings["warmup_steps"] == 0
     for a, b in zip(resumed.model.parameters(), trainer.model.parameters()):
         assert torch.equal(a, b)
     resumed.run(45, progress=False)
@@ -56,6 +64,69 @@ def test_resume_refuses_another_configuration(tmp_path):
     other = CONFIGS["tiny"].__class__(**{**CONFIGS["tiny"].to_dict(), "learning_rate": 1e-3})
     with pytest.raises(ValueError, match="another configuration"):
         Trainer(other, _faces(), tmp_path)
+
+
+def test_interrupted_run_resumes_bitwise(tmp_path):
+    """Stopping at a checkpoint and re-running gives the uninterrupted run's weights, EMA and loss log."""
+    images = _faces()
+    straight = Trainer(TINY, images, tmp_path / "a", warmup_steps=5)
+    straight.run(20, progress=False)
+    Trainer(TINY, images, tmp_path / "b", warmup_steps=5).run(10, progress=False)
+    resumed = Trainer(TINY, images, tmp_path / "b")
+    resumed.run(20, progress=False)
+    for module in ("model", "ema"):
+        for a, b in zip(getattr(resumed, module).parameters(), getattr(straight, module).parameters()):
+            assert torch.equal(a, b), module
+    assert resumed.losses == straight.losses
+    with pytest.raises(ValueError, match="--warmup-steps 7"):
+        Trainer(TINY, images, tmp_path / "b", warmup_steps=7)
+
+
+def _exported(folder, config=TINY, seed=3):
+    torch.manual_seed(seed)
+    return save_face_model(FaceDiffusionModel(config), folder, dtype=torch.float16,
+                           model_card={"train_steps": 7})
+
+
+def test_warm_start_reproduces_the_folder_and_counts_its_steps(tmp_path):
+    folder = _exported(tmp_path / "m")
+    trainer = Trainer(TINY, _faces(), tmp_path / "run", init_from=folder)
+    source = load_face_model(folder)
+    for module in (trainer.model, trainer.ema):
+        for (name, a), b in zip(module.named_parameters(), source.parameters()):
+            assert a.dtype == torch.float32 and torch.equal(a, b), name
+    start = trainer.settings["init_from"]
+    digest = hashlib.sha256((folder / "encoder.safetensors").read_bytes()).hexdigest()
+    assert start["weights_sha256"]["encoder.safetensors"] == digest and start["train_steps"] == 7
+    assert "unet/diffusion_pytorch_model.safetensors" in start["weights_sha256"]
+    assert trainer.settings["warmup_steps"] == 100 and trainer.steps_before == 7
+    trainer.run(2, progress=False)
+    card = json.loads((trainer.export() / "face_model.json").read_text())
+    assert card["train_steps"] == 9 and card["run_steps"] == 2
+    assert card["training"]["init_from"]["weights_sha256"] == start["weights_sha256"]
+
+    assert Trainer(TINY, _faces(), tmp_path / "run", init_from=folder).step == 2  # resumed, not re-applied
+    with pytest.raises(ValueError, match="--init-from"):
+        Trainer(TINY, _faces(), tmp_path / "run", init_from=_exported(tmp_path / "other", seed=4))
+
+
+def test_warm_start_refuses_another_architecture(tmp_path):
+    wide = TINY.__class__(**{**TINY.to_dict(), "block_out_channels": (16, 16)})
+    folder = _exported(tmp_path / "m", config=wide)
+    with pytest.raises(ValueError, match=r"--init-from .* --config tiny: block_out_channels .*z_dim 64 there, 32"):
+        Trainer(TINY, _faces(), tmp_path / "run", init_from=folder)
+    with pytest.raises(ValueError, match="--init-from"):
+        Trainer(TINY, _faces(), tmp_path / "run", init_from=tmp_path)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    trainer = Trainer(TINY, _faces(), tmp_path, precision="bf16", log_every=1)
+    trainer.run(2, progress=False)
+    assert [step for step, _, _ in trainer.losses] == [1, 2]
+    assert all(np.isfinite(loss) for _, loss, _ in trainer.losses)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["settings"]["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
 
 
 def test_save_load_round_trip_is_exact(tmp_path):
