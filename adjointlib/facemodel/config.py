@@ -59,8 +59,8 @@ CONFIGS = {
         name="faces64", image_size=64, block_out_channels=(64, 128, 256, 256),
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        layers_per_block=2, encoder_channels=(64, 128, 256, 512), batch_size=128, learning_rate=1e-4,
-        ema_decay=0.9999, train_steps=60000, checkpoint_every=2000),
+        layers_per_block=2, encoder_channels=(64, 128, 256, 512), batch_size=128, learning_rate=2e-4,
+        ema_decay=0.9995, train_steps=60000, checkpoint_every=2000),  # lr and EMA of the ../shared/models/faces64 run
     "tiny": FaceModelConfig(name="tiny", image_size=16, block_out_channels=(8, 16),
                             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
                             encoder_channels=(8, 16), batch_size=8, learning_rate=2e-3, train_steps=50,
