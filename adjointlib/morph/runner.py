@@ -92,10 +92,11 @@ class MorphScorer:
         """The no-morph control: {system: (b, 2)} scores of the contributor's own neutral photo (at the morph
         size) that comes closest to passing as both, i.e. of a's photo or b's photo, whichever has the larger
         min over the two smiling probes.  A pair is accepted iff one contributor's unmorphed photo is."""
-        own = {key: self.scores(self.faces.neutral[[self.row[p[key]] for p in pairs]], pairs) for key in ("id_a", "id_b")}
         out = {}
-        for name in self.systems:
-            a, b = own["id_a"][name], own["id_b"][name]
+        for name, system in self.systems.items():
+            own = embed_images(system, self.faces.neutral)  # every person's photo once
+            a, b = (morph_contributor_scores(system, own[[self.row[p[key]] for p in pairs]], self.bona_fide[name],
+                                             self.probes, pairs) for key in ("id_a", "id_b"))
             out[name] = np.where((a.min(1) >= b.min(1))[:, None], a, b)
         return out
 
