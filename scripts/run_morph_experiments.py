@@ -176,10 +176,11 @@ def tables(args) -> None:
     made = {name: rows for name, rows in made.items() if rows}
     common = [p for p in all_pairs if all(p["pair"] in rows for rows in made.values())]
     similar = {p["pair"] for p in select_pairs(load_morph_pairs(), 16, order="similar")}
-    subsets = {f"all{len(common)}": common,
-               f"first{HEADLINE_SUBSET}": [p for p in all_pairs[:HEADLINE_SUBSET] if p in common],
-               "similar16": [p for p in common if p["pair"] in similar]}
-    subsets = {k: v for k, v in subsets.items() if v}
+    first = [p for p in all_pairs[:HEADLINE_SUBSET] if p in common]
+    labelled = [p for p in common if p["pair"] in similar]
+    subsets = {f"all{len(common)}": common}  # the labelled subsets only where every one of their pairs is done
+    subsets.update({f"first{HEADLINE_SUBSET}": first} if len(first) == HEADLINE_SUBSET < len(common) else {})
+    subsets.update({"similar16": labelled} if len(labelled) == len(similar) else {})
     table, paired = [], []
     for subset, pairs in subsets.items():
         ids = [p["pair"] for p in pairs]
