@@ -13,7 +13,8 @@ from .encoders import cycle_sde_encode, ddim_invert, ddim_invert_one_pass
 from .gradients import CountingModel, reversible_solve, reversible_unsolve
 from .config import book_mode
 from .grids import time_grid
-from .models import Autocast, ClipDenoised, DiffusersUNet, EpsilonFromV, EpsilonFromX0, as_epsilon_model
+from .models import (Autocast, ClipDenoised, DiffusersUNet, EpsilonFromV, EpsilonFromX0, as_epsilon_model,
+                     exact_float32)
 from .sample import sample
 from .schedules import CosineVP, DiscreteVP, LinearVP, VPSchedule
 from .solvers import Trajectory, solve
@@ -22,7 +23,7 @@ __all__ = [
     "sample", "solve", "adjoint_deis", "Trajectory", "time_grid", "book_mode",
     "LinearVP", "CosineVP", "DiscreteVP", "VPSchedule",
     "ddim_invert", "ddim_invert_one_pass", "cycle_sde_encode", "BrownianPath",
-    "DiffusersUNet", "ClipDenoised", "Autocast", "EpsilonFromX0", "EpsilonFromV", "as_epsilon_model", "toy",
+    "DiffusersUNet", "ClipDenoised", "Autocast", "exact_float32", "EpsilonFromX0", "EpsilonFromV", "as_epsilon_model", "toy",
     "gradients", "CountingModel", "reversible_solve", "reversible_unsolve",
 ]
 __version__ = "0.1.0"

@@ -22,6 +22,7 @@ __all__ = [
     "as_epsilon_model",
     "ClipDenoised",
     "Autocast",
+    "exact_float32",
     "DiffusersUNet",
     "PREDICTION_TYPES",
 ]
@@ -119,6 +120,18 @@ class ClipDenoised(nn.Module):
         alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
         x0_pred = (x - sigma * self.model(x, t, z)) / alpha
         return (x - alpha * x0_pred.clamp(-self.bound, self.bound)) / sigma
+
+
+def exact_float32(device) -> None:
+    """On CUDA, turn TF32 off for matrix products and cuDNN convolutions (PyTorch allows TF32, a 10-bit mantissa,
+    for convolutions by default), so that float32 networks run in IEEE float32 as on a CPU: gradients then differ
+    from the CPU's by round-off (~1e-6) instead of ~1e-3 (``../shared/reference/gpu-figures.md``), and DDIM
+    inversion's round-off stopping rule holds.  Uses the ``allow_tf32`` flags (torch >= 2.9 refuses to read them
+    once set through the newer ``fp32_precision`` API).  A no-op for other devices.  device: str or torch.device.
+    """
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 class Autocast(nn.Module):

@@ -206,16 +206,6 @@ def pick_device(name: str | None) -> torch.device:
     return device
 
 
-def exact_float32(device: torch.device) -> None:
-    """On CUDA, turn TF32 off for matmuls and cuDNN convolutions (torch's default for convolutions is TF32, a
-    10-bit mantissa): the network then runs in IEEE float32 as on a CPU, which the fixed-point DDIM inversion's
-    round-off stopping rule assumes.  Uses the long-standing ``allow_tf32`` flags only (torch >= 2.9 refuses to
-    read them once they were set through the newer ``fp32_precision`` API)."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-
-
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (for honest stage times)."""
     if device.type == "cuda":
@@ -681,7 +671,7 @@ def main(argv=None) -> dict:
         return score_main(args)
     start = time.time()
     device = pick_device(args.device)
-    exact_float32(device)
+    al.exact_float32(device)
     batch = args.batch or BATCH[device.type]
     settings = {**(QUICK if args.quick else FULL), "quick": args.quick, "sample_steps": args.sample_steps,
                 "recon_steps": args.recon_steps, "batch": batch, "seeds": SEEDS, "psnr": PSNR_NOTE}

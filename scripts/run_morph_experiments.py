@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from adjointlib.faces import (fmr_at_resolution, frll_baseline_morphs, load_morph_pairs, margin_summary,  # noqa: E402
-                              mcnemar_exact, mmpmr_interval)
+from adjointlib import exact_float32  # noqa: E402
+from adjointlib.faces import (fmr_at_resolution, frll_baseline_morphs, holm_adjust, load_morph_pairs,  # noqa: E402
+                              mcnemar_exact)
 from adjointlib.faces.paths import shared_dir  # noqa: E402
 from adjointlib.facemodel.pretrained import DEFAULT_MODEL_DIR, load_face_model  # noqa: E402
 from adjointlib.morph import (MorphJob, MorphScorer, identity_reuse, merge_batches, method_settings,  # noqa: E402
@@ -111,8 +112,7 @@ def run(args) -> None:
     deadline = None if args.budget_s is None else started + args.budget_s
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):  # float32 as on the CPU; TF32 would change the gradients by ~1e-3
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    exact_float32(args.device)
     folder = experiment_folder(Path(args.out), args.experiment)
     path = model_path(args.experiment, args.model)
     pairs = experiment_pairs(args.experiment, args.pairs)
@@ -129,16 +129,6 @@ def run(args) -> None:
         if deadline is not None and time.time() > deadline:
             print("budget spent: stopped cleanly; run the same command again to go on", flush=True)
             break
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment (Holm 1979) of a family of p-values, in their order."""
-    order = np.argsort(p_values)
-    adjusted, running = np.empty(len(p_values)), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
 
 
 def row_scores(scorer: MorphScorer, folder: Path, name: str, pairs: list[dict]) -> dict[int, dict] | None:
@@ -186,14 +176,12 @@ def tables(args) -> None:
         ids = [p["pair"] for p in pairs]
         for name, rows in made.items():
             records = [{"nfe": 0, "seconds": float("nan"), "loss": [float("nan")], **rows[i]} for i in ids]
-            for row in mmpmr_rows(records, thresholds):
-                margins = margin_summary(np.array([r["scores"][row["system"]] for r in records]), thresholds[row["system"]])
-                table.append({"subset": subset, "row": name, "label": ROWS[name][0], **row,
-                              "margin_q1": margins["q1"], "margin_q3": margins["q3"]})
+            table += [{"subset": subset, "row": name, "label": ROWS[name][0], **row}
+                      for row in mmpmr_rows(records, thresholds)]
         for system, threshold in thresholds.items():
             accepted = {name: np.array([min(rows[i]["scores"][system]) > threshold for i in ids]) for name, rows in made.items()}
             tests = [(a, b, mcnemar_exact(accepted[a], accepted[b])) for a, b in COMPARISONS if a in made and b in made]
-            for (a, b, test), p_holm in zip(tests, holm([t["p_value"] for _, _, t in tests])):
+            for (a, b, test), p_holm in zip(tests, holm_adjust([t["p_value"] for _, _, t in tests])):
                 paired.append({"subset": subset, "system": system, "row_a": a, "row_b": b, "n": test["n"],
                                "accepted_a": test["accepted_a"], "accepted_b": test["accepted_b"],
                                "only_a": test["b10"], "only_b": test["b01"], "p_value": test["p_value"],

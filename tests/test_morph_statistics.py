@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from adjointlib.faces.evaluate import BonaFideResult
-from adjointlib.faces.statistics import fmr_at_resolution, margin_summary, mcnemar_exact, mmpmr_interval
+from adjointlib.faces.statistics import fmr_at_resolution, holm_adjust, margin_summary, mcnemar_exact, mmpmr_interval
 
 
 def test_clopper_pearson_matches_known_values():
@@ -166,3 +166,12 @@ def test_fmr_at_resolution_names_the_bad_argument():
         fmr_at_resolution(system, np.zeros((3, 8, 8, 3), np.uint8), refs, np.array(["a", "b", "c"]))
     with pytest.raises(ValueError, match="impostor"):
         fmr_at_resolution(system, np.zeros((2, 8, 8, 3), np.uint8), refs, np.array(["a", "a"]))
+
+
+def test_holm_adjust_matches_a_hand_computation_and_keeps_the_order():
+    # sorted 0.01, 0.02, 0.04, 0.5 -> 4*0.01, max(.04, 3*.02), max(.06, 2*.04), max(.08, 1*.5)
+    adjusted = holm_adjust([0.5, 0.01, 0.04, 0.02])
+    assert np.allclose(adjusted, [0.5, 0.04, 0.08, 0.06])
+    assert holm_adjust([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+    with pytest.raises(ValueError, match="p_values"):
+        holm_adjust([0.1, 1.5])

@@ -60,7 +60,7 @@ from .pairs import load_morph_pairs, save_morph_pairs, select_morph_pairs
 from .paths import cache_dir, frll_dir, shared_dir, utkface_zip
 from .protocol import match_rate, mmpmr, split_genuine_impostor, threshold_at_fmr
 from .registry import FaceRecognizer, available_fr_systems, get_fr_system, register_fr_system
-from .statistics import fmr_at_resolution, margin_summary, mcnemar_exact, mmpmr_interval
+from .statistics import fmr_at_resolution, holm_adjust, margin_summary, mcnemar_exact, mmpmr_interval
 from .utkface import UTKFaceAligned, load_utkface_aligned, parse_utkface_name
 
 __all__ = [
@@ -74,7 +74,7 @@ __all__ = [
     "invert_affine", "landmark_morph",
     "load_dlib_resnet", "load_frll_aligned", "load_frll_image", "load_frll_info",
     "load_frll_landmarks_5pt", "load_frll_tem", "load_mobilefacenet", "load_morph_pairs",
-    "load_utkface_aligned", "margin_summary", "match_rate", "mcnemar_exact", "mmpmr", "mmpmr_interval",
+    "load_utkface_aligned", "margin_summary", "match_rate", "mcnemar_exact", "holm_adjust", "mmpmr", "mmpmr_interval",
     "morph_contributor_scores", "morph_mmpmr",
     "parse_utkface_name", "pixel_blend", "read_tem", "register_fr_system", "resize_crops",
     "save_morph_pairs", "select_morph_pairs", "shared_dir", "similarity_transform",

@@ -25,6 +25,7 @@ from .registry import FaceRecognizer
 __all__ = [
     "mmpmr_interval",
     "mcnemar_exact",
+    "holm_adjust",
     "margin_summary",
     "fmr_at_resolution",
 ]
@@ -95,6 +96,24 @@ def mcnemar_exact(accepted_a: np.ndarray, accepted_b: np.ndarray) -> dict:
     p = 1.0 if d == 0 else float(stats.binomtest(b01, d, 0.5, alternative="two-sided").pvalue)
     return {"b01": b01, "b10": b10, "discordant": d, "accepted_a": int(a.sum()),
             "accepted_b": int(b.sum()), "n": int(a.size), "p_value": min(p, 1.0)}
+
+
+def holm_adjust(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values of a family of tests, in the order given.
+
+    Source: Holm (1979), "A simple sequentially rejective multiple test procedure", Scand. J. Statist. 6(2).
+    Convention: with the m p-values sorted ascending p_(1) <= ... <= p_(m),
+    p̃_(k) = max_{j <= k} min(1, (m − j + 1) p_(j)); rejecting where p̃ < α controls the family-wise error at α.
+    (scipy offers only the Benjamini–Hochberg false-discovery adjustment.)
+    Shapes: (m,) -> list of m floats in [0, 1].  Raises ValueError for a value outside [0, 1].
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or np.any((p < 0) | (p > 1)) or not np.all(np.isfinite(p)):
+        raise ValueError(f"p_values must be a 1-D array of probabilities, got {p_values!r}")
+    adjusted = np.empty_like(p)
+    adjusted[np.argsort(p, kind="stable")] = np.maximum.accumulate(
+        np.minimum(1.0, (len(p) - np.arange(len(p))) * np.sort(p, kind="stable")))
+    return adjusted.tolist()
 
 
 def margin_summary(contributor_scores: np.ndarray, threshold: float, band: float = 0.01) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..faces.pairs import load_morph_pairs
 from ..facemodel.pretrained import DEFAULT_MODEL_DIR, load_face_model
+from ..models import exact_float32
 from .methods import METHODS, method_settings
 from .runner import MorphJob, format_mmpmr_table, merge_batches, mmpmr_rows, run_morphs
 from .selection import PAIR_ORDERS, select_pairs
@@ -77,8 +78,7 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     rank, world, device = _distributed(args.device)
-    if device.startswith("cuda"):  # float32 as on the CPU; TF32 would change the gradients by ~1e-3
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    exact_float32(device)
     settings = method_settings(args.method, steps=args.steps, n_opt=args.n_opt, lr=args.lr,
                                optimiser=args.optimiser, adjoint_steps=args.adjoint_steps,
                                adjoint_order=args.adjoint_order, record=False if args.recompute else None,

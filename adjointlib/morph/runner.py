@@ -278,8 +278,8 @@ def merge_batches(out: str | Path) -> list[dict]:
 
 def mmpmr_rows(records: list[dict], thresholds: dict) -> list[dict]:
     """MMPMR (paper eq. 5.2) per evaluation system over the records, with its exact 95 % interval
-    (Clopper–Pearson over pairs: ``faces.mmpmr_interval``), counts, the median margin min_n S − δ
-    (``faces.margin_summary``), mean NFE and seconds, and the mean L*_ID at DiM's start and at the end."""
+    (Clopper–Pearson over pairs: ``faces.mmpmr_interval``), counts, the median and quartiles of the margin
+    min_n S − δ and the pairs within ±0.01 of δ (``faces.margin_summary``), mean NFE and seconds, and the mean L*_ID at DiM's start and at the end."""
     if not records:
         raise ValueError("no finished morphs to score")
     rows = []
@@ -290,7 +290,7 @@ def mmpmr_rows(records: list[dict], thresholds: dict) -> list[dict]:
         margins = margin_summary(scores, threshold)
         rows.append({"system": name, "mmpmr": accepted / len(records), "mmpmr_low": low, "mmpmr_high": high,
                      "accepted": accepted, "n_morphs": len(records), "margin_median": margins["median"],
-                     "n_near": margins["n_near"],
+                     "margin_q1": margins["q1"], "margin_q3": margins["q3"], "n_near": margins["n_near"],
                      "nfe": float(np.mean([r["nfe"] for r in records])),
                      "seconds": float(np.mean([r["seconds"] for r in records])),
                      "loss_start": float(np.mean([r["loss"][0] for r in records])),
