@@ -1,38 +1,58 @@
-"""A Brownian path shared by SDE solves on nested grids, for strong-convergence checks.
+"""Brownian increments: consistent SDE noises on nested grids (the one home of Brownian paths).
 
-In y = x/α coordinates the SDE-DPM-Solver-1 noise term of a step s → t is
-σ_t sqrt(e^{2h} − 1) ξ / α_t = sqrt(ρ_s − ρ_t) ξ with ρ = e^{−2λ} (derivations/sde_adjoint.py),
-i.e. the increment B(ρ_s) − B(ρ_t) of one Brownian motion B in the clock ρ.  Sampling B on a
-fine grid and summing its increments gives consistent noises for every coarser sub-grid.
+In the "noise" clock ρ = ν² = e^{−2λ} (y = x/α coordinates) the SDE-DPM-Solver-1 noise term of a step
+s → t is σ_t sqrt(e^{2h} − 1) ξ / α_t = sqrt(ρ_s − ρ_t) ξ (derivations/sde_adjoint.py), i.e. the increment
+B(ρ_s) − B(ρ_t) of one Brownian motion B in the clock ρ; the reversible SDE samplers in the data frame use
+the clock μ² = e^{2λ} (``adjointlib.gradients.reversible``).  A path sampled on a fine grid gives, by summing
+its increments, consistent standard normals for every coarser sub-grid: strong-convergence checks compare
+solves on nested grids along one path.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["BrownianPath"]
+from .grids import grid_index
+
+__all__ = ["BrownianPath", "CLOCKS"]
+
+CLOCKS = ("noise", "data")  # ρ = e^{−2λ} or μ² = e^{2λ}
 
 
 class BrownianPath:
-    """B sampled at the times of ``fine_times`` (decreasing), for states of shape ``shape``."""
+    """B sampled at the times of ``fine_times`` (decreasing, (K+1,)), for states of shape ``shape``.
 
-    def __init__(self, schedule, fine_times, shape, generator=None, dtype=torch.float64, device="cpu"):
-        self.schedule = schedule
+    Built from fresh draws (``generator``, ``dtype``, ``device``) or, with ``from_noises``, from the standard
+    normals of the fine grid's own steps.  clock: "noise" (ρ = e^{−2λ}, default) or "data" (μ² = e^{2λ}).
+    Raises (constructor): ValueError for an unknown clock.
+    """
+
+    def __init__(self, schedule, fine_times, shape, generator=None, dtype=torch.float64, device="cpu",
+                 clock: str = "noise", draws=None):
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
         self.fine_times = torch.as_tensor(fine_times, dtype=torch.float64)
-        rho = torch.exp(-2.0 * schedule.lam(self.fine_times))
-        std = torch.sqrt(rho[:-1] - rho[1:]).to(dtype=dtype, device=device)
-        draws = torch.randn((len(std), *shape), generator=generator, dtype=dtype, device=device)
-        self._cumulative = torch.cat([torch.zeros_like(draws[:1]), torch.cumsum(
-            draws * std.view(-1, *([1] * len(shape))), 0)])
-        self._rho = rho
+        self._clock = torch.exp((-2.0 if clock == "noise" else 2.0) * schedule.lam(self.fine_times))
+        std = torch.sqrt((self._clock[1:] - self._clock[:-1]).abs())
+        if draws is None:
+            draws = torch.randn((len(std), *shape), generator=generator, dtype=dtype, device=device)
+        weighted = draws * std.to(draws).view(-1, *([1] * (draws.dim() - 1)))
+        self._cumulative = torch.cat([torch.zeros_like(draws[:1]), torch.cumsum(weighted, 0)])
+
+    @classmethod
+    def from_noises(cls, schedule, fine_times, fine_noises: torch.Tensor, clock: str = "noise") -> "BrownianPath":
+        """The path whose fine-grid steps carry the standard normals ``fine_noises`` (K, ...)."""
+        return cls(schedule, fine_times, fine_noises.shape[1:], clock=clock, draws=fine_noises)
 
     def noises(self, times) -> torch.Tensor:
-        """Standard normal ξ_i for the grid ``times`` (a subset of the fine grid).  (N, *shape)."""
-        times = torch.as_tensor(times, dtype=torch.float64)
-        idx = [int(torch.argmin((self.fine_times - t).abs())) for t in times]
-        if any(abs(float(self.fine_times[i] - t)) > 1e-9 * max(1.0, float(t)) for i, t in zip(idx, times)):
+        """Standard normals ξ_i for the grid ``times`` (a subset of the fine grid), (N, *shape).
+
+        Raises:
+            ValueError: a time that is not on the fine grid.
+        """
+        idx = [grid_index(self.fine_times, float(t)) for t in torch.as_tensor(times, dtype=torch.float64)]
+        if any(i is None for i in idx):
             raise ValueError("times must be a subset of the Brownian path's fine grid")
-        out = []
-        for a, b in zip(idx[:-1], idx[1:]):
-            increment = self._cumulative[b] - self._cumulative[a]
-            out.append(increment / torch.sqrt(self._rho[a] - self._rho[b]).to(increment.dtype))
-        return torch.stack(out)
+        return torch.stack([(self._cumulative[b] - self._cumulative[a]) /
+                            math.sqrt(abs(float(self._clock[b] - self._clock[a]))) for a, b in zip(idx[:-1], idx[1:])])

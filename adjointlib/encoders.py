@@ -19,11 +19,10 @@ import math
 import torch
 from tqdm import tqdm
 
-from .grids import resolve_grid
 from .models import call_model
-from .solvers import check_conditions, condition_at
+from .plan import plan_sampling
 from .steps import ddim_step
-from .validation import check_state
+from .validation import check_model, check_state
 
 __all__ = ["ddim_invert", "ddim_invert_one_pass", "cycle_sde_encode"]
 
@@ -42,16 +41,21 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
     batch-size-dependent round-off).  Raises RuntimeError if a sample reaches neither in ``max_iters``.
     Returns x_T, (b, ...).
     """
+    check_model(model)
     check_state(x0, "x0")
-    times = resolve_grid(schedule, steps, t_start, t_end)
-    check_conditions(z, x0, len(times) - 1)
+    plan = plan_sampling(schedule, x0, z, steps=steps, t_start=t_start, t_end=t_end)
+    times = plan.times
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters must be a positive int, got {max_iters!r}")
+    if tol is not None and not tol > 0:
+        raise ValueError(f"tol must be positive or None, got {tol!r}")
     eps = torch.finfo(x0.dtype).eps
     limit, floor = (8 * eps, math.sqrt(eps)) if tol is None else (tol, 0.0)
     x_t = x0
     for i in tqdm(reversed(range(len(times) - 1)), total=len(times) - 1, desc="DDIM inversion",
                   disable=progress is not True, leave=False):
         s, t = times[i], times[i + 1]
-        zi = condition_at(z, i)
+        zi = plan.conditions.at(i)
         (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(s, t)
         h = l_t - l_s
         x_s = ddim_step(schedule, x_t, t, s, call_model(model, x_t, float(t), zi))
@@ -85,13 +89,14 @@ def ddim_invert_one_pass(model, schedule, x0, z=None, *, steps, t_start=None, t_
     discretisation error that shrinks with the number of steps.
     x0: (b, ...); z, steps, t_start, t_end as for ``sample``.  Returns x_T, (b, ...).
     """
+    check_model(model)
     check_state(x0, "x0")
-    times = resolve_grid(schedule, steps, t_start, t_end)
-    check_conditions(z, x0, len(times) - 1)
+    plan = plan_sampling(schedule, x0, z, steps=steps, t_start=t_start, t_end=t_end)
+    times = plan.times
     x = x0
-    for i in reversed(range(len(times) - 1)):
+    for i in reversed(range(plan.steps)):
         s, t = times[i], times[i + 1]
-        x = ddim_step(schedule, x, t, s, call_model(model, x, float(t), condition_at(z, i)))
+        x = ddim_step(schedule, x, t, s, call_model(model, x, float(t), plan.conditions.at(i)))
     return x
 
 
@@ -104,10 +109,12 @@ def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=
     i < N and x_{t_N} = x_0.  draws: the n_i, (N, b, ...) standard normals (default: drawn with
     ``generator``).  Shapes: x0 (b, ...) → x_T (b, ...), noises (N, b, ...).
     """
+    check_model(model)
     check_state(x0, "x0")
-    times = resolve_grid(schedule, steps, t_start, t_end)
-    n = len(times) - 1
-    check_conditions(z, x0, n)
+    plan = plan_sampling(schedule, x0, z, steps=steps, t_start=t_start, t_end=t_end)
+    times, n = plan.times, plan.steps
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     alphas, sigmas = schedule.alpha(times).tolist(), schedule.sigma(times).tolist()
     if draws is None:
         draws = torch.randn((n, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device)
@@ -119,7 +126,7 @@ def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=
     for i in range(n):
         (a_s, _, l_s), (a_t, sg_t, l_t) = schedule.alpha_sigma_lam(times[i], times[i + 1])
         h = l_t - l_s
-        eps = call_model(model, states[i], float(times[i]), condition_at(z, i))
+        eps = call_model(model, states[i], float(times[i]), plan.conditions.at(i))
         noises[i] = (states[i + 1] - (a_t / a_s) * states[i] + 2 * sg_t * math.expm1(h) * eps) / (
             sg_t * math.sqrt(math.expm1(2 * h)))
     return states[0], noises

@@ -1,18 +1,21 @@
 """The model convention and adapters to it.
 
 Convention: ``model(x, t, z) -> eps`` with x of shape (b, ...), t of shape (b,) in the
-schedule's time units, z the conditional information (tensor with batch dimension b, or
+schedule's time units (float64 for float64 states, float32 otherwise: a bf16 or fp16 state never
+rounds the model's time), z the conditional information (tensor with batch dimension b, or
 None), and eps ε_θ(x_t, z, t) ≈ −σ_t ∇log p_t(x_t) shaped like x (paper §1.1).
 Adapters turn x₀- and v-prediction models into ε-prediction and wrap diffusers UNets;
 ``ClipDenoised`` is the DDPM/DiffAE sampling convention of clipping x̂₀, as an ε-model.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from .schedules import VPSchedule
-from .validation import check_model_output
+from .validation import FiniteGuard, check_model_output
 
 __all__ = [
     "call_model",
@@ -23,6 +26,8 @@ __all__ = [
     "ClipDenoised",
     "Autocast",
     "exact_float32",
+    "ieee_float32",
+    "model_time_dtype",
     "DiffusersUNet",
     "PREDICTION_TYPES",
 ]
@@ -30,25 +35,43 @@ __all__ = [
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # diffusers' names
 
 
-def call_model(model, x: torch.Tensor, t: float, z) -> torch.Tensor:
-    """ε_θ(x, z, t) with t broadcast to shape (b,) in x's dtype; output checked (shape, finite)."""
-    t_batch = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+def model_time_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the time passed to the model: float64 for float64 states, float32 for any other."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def call_model(model, x: torch.Tensor, t: float, z, guard=None, step: int = -1) -> torch.Tensor:
+    """ε_θ(x, z, t) with t broadcast to shape (b,) in ``model_time_dtype(x.dtype)``.
+
+    The output's shape, dtype and device are checked on the host; its finiteness is recorded in
+    ``guard`` (a ``validation.FiniteGuard``, tested once per pass) or, without one, checked at once.
+    Raises:
+        TypeError, ValueError: the output is not a tensor like x (``check_model_output``).
+        FloatingPointError: NaN/Inf in the output (without a guard).
+    """
+    t_batch = torch.full((x.shape[0],), float(t), dtype=model_time_dtype(x.dtype), device=x.device)
     eps = model(x, t_batch, z)
     check_model_output(eps, x, float(t))
+    if guard is None:
+        guard = FiniteGuard("model call")
+        guard.watch(eps, step, t)
+        guard.check()
+    else:
+        guard.watch(eps, step, t)
     return eps
 
 
-def model_vjp(model, x: torch.Tensor, t: float, z, a_x: torch.Tensor, inputs):
+def model_vjp(model, x: torch.Tensor, t: float, z, a_x: torch.Tensor, inputs, guard=None, step: int = -1):
     """One network evaluation and one reverse-mode pass (paper §7.6).
 
     Returns (eps, v_x, [v_p for p in inputs]) with v_x = a_xᵀ ∂ε/∂x and v_p = a_xᵀ ∂ε/∂p at
     (x, z, t).  ``inputs`` are tensors the model reads (z and/or parameters θ); a p the output
     does not depend on gets a zero VJP.  The graph of this call is freed on return, so memory
-    holds one set of network activations at a time.
+    holds one set of network activations at a time.  guard, step: as ``call_model``.
     """
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        eps = call_model(model, x, t, z)
+        eps = call_model(model, x, t, z, guard, step)
         grads = torch.autograd.grad(eps, [x, *inputs], grad_outputs=a_x, allow_unused=True)
     v_x, *v_rest = grads
     v_x = torch.zeros_like(x) if v_x is None else v_x
@@ -66,7 +89,7 @@ class _PredictionToEpsilon(nn.Module):
     def forward(self, x, t, z=None):
         shape = (-1,) + (1,) * (x.dim() - 1)
         alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
-        return self.to_epsilon(x, self.model(x, t, z), alpha, sigma)
+        return self.to_epsilon(x, self.model(x, t, z), alpha, sigma).to(x.dtype)
 
 
 class EpsilonFromX0(_PredictionToEpsilon):
@@ -119,7 +142,7 @@ class ClipDenoised(nn.Module):
         shape = (-1,) + (1,) * (x.dim() - 1)
         alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
         x0_pred = (x - sigma * self.model(x, t, z)) / alpha
-        return (x - alpha * x0_pred.clamp(-self.bound, self.bound)) / sigma
+        return ((x - alpha * x0_pred.clamp(-self.bound, self.bound)) / sigma).to(x.dtype)
 
 
 def exact_float32(device) -> None:
@@ -132,6 +155,23 @@ def exact_float32(device) -> None:
     if torch.device(device).type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+
+
+@contextlib.contextmanager
+def ieee_float32():
+    """Within the block, CUDA float32 matrix products and cuDNN convolutions run in IEEE float32 (TF32 off);
+    the previous settings are restored on exit.  The reversible gradient method runs its network steps
+    inside it: its backward pass needs every evaluation to reproduce the forward pass's, and TF32's 10-bit
+    mantissa made its gradient 0.22 (ODE) and 1.0 (SDE) off on an H200 (issue 13;
+    ``adjointlib.gradients.reversible``).  No effect on CPUs.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
 class Autocast(nn.Module):

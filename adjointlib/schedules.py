@@ -9,7 +9,10 @@ inverse; everything else follows from α² + σ² = 1:
     g²(t) = dσ²/dt − 2 f σ² = −2 σ² dλ/dt = −2 f(t)        (paper eqs. 1.5, B.6)
 
 Derived in derivations/vp_sde.py. Methods take and return tensors of any shape,
-dtype (float32/float64) and device; integers are promoted to the default float dtype.
+dtype (float32/float64) and device; integers are promoted to float64 and bf16/fp16 times to float32,
+so a low-precision state never rounds a time (bf16 cannot hold t = 999).  Every schedule checks at
+construction that λ is finite on [t_min, t_max]: at σ = 0 (e.g. t_min = 0 for the linear and cosine
+schedules) λ = +∞ and the exponential integrators' step h = λ_t − λ_s is infinite.
 """
 from __future__ import annotations
 
@@ -17,12 +20,17 @@ import math
 
 import torch
 
+from .grids import time_tolerance
+
 __all__ = ["VPSchedule", "LinearVP", "CosineVP", "DiscreteVP"]
 
 
 def _as_float(t) -> torch.Tensor:
+    """t as a float32 or float64 tensor (integers → float64, bf16/fp16 → float32)."""
     t = torch.as_tensor(t)
-    return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+    if not t.is_floating_point():
+        return t.to(torch.float64)
+    return t if t.dtype in (torch.float32, torch.float64) else t.to(torch.float32)
 
 
 class VPSchedule:
@@ -75,11 +83,30 @@ class VPSchedule:
         t = torch.tensor([float(x) for x in times], dtype=torch.float64)
         return list(zip(self.alpha(t).tolist(), self.sigma(t).tolist(), self.lam(t).tolist()))
 
+    def check_range(self) -> None:
+        """Called by subclasses' constructors: t_min < t_max and λ finite at both ends.
+
+        Raises:
+            ValueError: t_min >= t_max, or λ(t_min) = +∞ (σ = 0) or λ(t_max) = −∞ (α = 0), naming the end.
+        """
+        if not self.t_min < self.t_max:
+            raise ValueError(f"{type(self).__name__} needs t_min < t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        lam_lo, lam_hi = self.lam(torch.tensor([self.t_min, self.t_max], dtype=torch.float64)).tolist()
+        if not (math.isfinite(lam_lo) and math.isfinite(lam_hi)):
+            raise ValueError(
+                f"{type(self).__name__}: λ(t_min={self.t_min}) = {lam_lo}, λ(t_max={self.t_max}) = {lam_hi}; "
+                "both must be finite: at t_min, σ = 0 makes λ = +∞ and the last step's h = λ_t − λ_s infinite "
+                "(use t_min > 0, e.g. 1e-3 as DPM-Solver); at t_max, α = 0 makes λ = −∞")
+
     def check_times(self, t: torch.Tensor, name: str = "t") -> None:
-        """Raise ValueError if any time lies outside [t_min, t_max] (or is not finite)."""
+        """Raise ValueError if any time lies outside [t_min, t_max] (or is not finite).  t: any shape.
+
+        Raises:
+            ValueError: a time outside [t_min, t_max] (to ``grids.time_tolerance``) or NaN/Inf.
+        """
         t = torch.as_tensor(t)
         lo, hi = float(t.min()), float(t.max())
-        slack = 1e-9 * max(1.0, abs(self.t_max))
+        slack = time_tolerance(self.t_max)
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < self.t_min - slack or hi > self.t_max + slack:
             raise ValueError(
                 f"{name} must lie in the schedule's range [{self.t_min}, {self.t_max}] "
@@ -100,6 +127,7 @@ class LinearVP(VPSchedule):
             raise ValueError(f"need beta_max > beta_min > 0, got beta_min={beta_min}, beta_max={beta_max}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
         self.t_min, self.t_max = float(t_min), 1.0
+        self.check_range()
 
     def log_alpha(self, t):
         return -0.25 * (self.beta_max - self.beta_min) * t**2 - 0.5 * self.beta_min * t
@@ -128,6 +156,10 @@ class CosineVP(VPSchedule):
         self.s = float(s)
         self.t_min, self.t_max = float(t_min), float(t_max)
         self._log_alpha_0 = math.log(math.cos(math.pi / 2 * self.s / (1 + self.s)))
+        if not (self.t_min >= 0.0 and self.t_max < 1.0):
+            raise ValueError(f"CosineVP needs 0 <= t_min < t_max < 1 (α reaches 0 at t = 1), got t_min={self.t_min}, "
+                             f"t_max={self.t_max}")
+        self.check_range()
 
     def log_alpha(self, t):
         return torch.log(torch.cos(math.pi / 2 * (t + self.s) / (1 + self.s))) - self._log_alpha_0
@@ -149,6 +181,12 @@ class DiscreteVP(VPSchedule):
     log α is interpolated piecewise-linearly in t between the integer steps, as in
     dpm-solver's discrete NoiseScheduleVP, so t may be fractional: α_n = sqrt(ᾱ_n),
     σ_n = sqrt(1 − ᾱ_n).  t_min = 0, t_max = N − 1.  Model time = t (the diffusers timestep).
+    Times outside [0, N − 1] are refused, never extrapolated: a ValueError for CPU tensors, NaN for
+    tensors on an accelerator (checking them there would cost a synchronisation per call; the
+    samplers' ``FiniteGuard`` then reports the NaN with its step).  The table is float64; it is
+    read in float32 for float32/bf16/fp16 times.
+    Raises (constructor): ValueError for fewer than two entries, entries outside (0, 1), or a table
+    that is not strictly decreasing.
     """
 
     def __init__(self, alphas_cumprod):
@@ -177,15 +215,21 @@ class DiscreteVP(VPSchedule):
         idx = torch.clamp(torch.floor(t), 0, n - 2).long()
         return idx, t - idx.to(t.dtype)
 
+    def _inside(self, t: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        if t.device.type == "cpu":
+            self.check_times(t)
+            return value
+        return torch.where((t >= self.t_min) & (t <= self.t_max), value, torch.full_like(value, math.nan))
+
     def log_alpha(self, t):
         table = self._table(t)
         idx, frac = self._segment(t)
-        return table[idx] + frac * (table[idx + 1] - table[idx])
+        return self._inside(t, table[idx] + frac * (table[idx + 1] - table[idx]))
 
     def d_log_alpha_dt(self, t):
         table = self._table(t)
         idx, _ = self._segment(t)
-        return table[idx + 1] - table[idx]
+        return self._inside(t, table[idx + 1] - table[idx])
 
     def t_of_log_alpha(self, log_alpha):
         table = self._table(log_alpha)

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from adjointlib import exact_float32  # noqa: E402
+from adjointlib.atomic import atomic_path, write_text_atomic  # noqa: E402
 from adjointlib.faces import (fmr_at_resolution, frll_baseline_morphs, holm_adjust, load_morph_pairs,  # noqa: E402
                               mcnemar_exact)
 from adjointlib.faces.paths import shared_dir  # noqa: E402
@@ -55,10 +56,10 @@ ROWS = {
     "checkpoint": ("DiM + checkpointed backprop", "checkpoint", {}),
     "adjointdeis1_sde": ("DiM + AdjointDEIS-1 (SDE)", "adjointdeis1_sde", {}),
     "reversible": ("DiM + reversible solver", "reversible", {}),
-    "ode_M5": ("ODE, M = 5", "adjointdeis1_ode", {"adjoint_steps": 5}),
-    "ode_M10": ("ODE, M = 10", "adjointdeis1_ode", {"adjoint_steps": 10}),
-    "ode_M15": ("ODE, M = 15", "adjointdeis1_ode", {"adjoint_steps": 15}),
-    "ode_recompute": ("ODE, states recomputed by DDIM", "adjointdeis1_ode", {"record": False}),
+    "ode_M5": ("ODE, M = 5", "adjointdeis1_ode", {"gradient_options": {"steps": 5}}),
+    "ode_M10": ("ODE, M = 10", "adjointdeis1_ode", {"gradient_options": {"steps": 10}}),
+    "ode_M15": ("ODE, M = 15", "adjointdeis1_ode", {"gradient_options": {"steps": 15}}),
+    "ode_recompute": ("ODE, states recomputed by DDIM", "adjointdeis1_ode", {"gradient_options": {"recompute": True}}),
     "adjointdeis1_ode_bf16": ("DiM + AdjointDEIS-1 (ODE), ε-model in bf16", "adjointdeis1_ode", {"precision": "bf16"}),
 }
 #: Row groups for ``--rows``; "key" are the headline rows (issue 12), in the order they are made.
@@ -146,13 +147,11 @@ def row_scores(scorer: MorphScorer, folder: Path, name: str, pairs: list[dict]) 
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-    tmp.replace(path)
 
 
 def tables(args) -> None:
@@ -207,9 +206,7 @@ def tables(args) -> None:
                            for k, v in subsets.items()},
                "runs": {name: json.loads((folder / "runs" / name / "config.json").read_text())
                         for name in made if (folder / "runs" / name / "config.json").is_file()}}
-    tmp = folder / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(folder / "summary.json")
+    write_text_atomic(folder / "summary.json", json.dumps(summary, indent=1))
     for subset in subsets:
         print(f"\n{args.experiment}, {subset}: MMPMR % [95 % CI] (accepted/n)")
         for name in made:

@@ -1,28 +1,49 @@
-"""Every way to get the gradient through a sampler, behind ``sample(..., grad_method=...)``.
+"""Every way to get the gradient through a sampler, as peers behind ``sample(..., gradient=...)``.
 
-``adjoint`` (AdjointDEIS, the default) lives in ``adjointlib.adjoint``; the alternatives here share
-one signature ``fn(model, schedule, x_T, z, times, *, order, sde, noises, params, **options) -> x_0``:
+Each method is a small frozen value implementing the protocol of ``adjointlib.gradients.base``:
 
-- ``backprop``: autograd through the discrete sampler (exact discrete gradient, O(N) activations);
-- ``checkpoint``: the same with per-step gradient checkpointing (O(N) states, one step's activations);
-- ``blackbox``: AdjointDPM-style torchdiffeq ``odeint_adjoint`` on the PF-ODE (RK4 or dopri5);
-- ``reversible``: a McCallum–Foster reversible sampler (exact discrete gradient, O(1) memory).
+- ``adjoint`` (``Adjoint``): AdjointDEIS, the continuous adjoint by exponential integrators (O(1) activations);
+- ``backprop`` (``Backprop``): autograd through the discrete sampler (exact discrete gradient, O(N) activations);
+- ``checkpoint`` (``Checkpoint``): the same with per-step checkpointing (O(N) states, one step's activations);
+- ``blackbox`` (``Blackbox``): AdjointDPM-style torchdiffeq ``odeint_adjoint`` on the PF-ODE (RK4 or dopri5);
+- ``reversible`` (``Reversible``): the exact gradient of a McCallum–Foster reversible sampler, O(1) memory.
 
-``CountingModel`` counts forward evaluations and VJPs of any of them; ``adjointlib.gradients.compare``
-(imported on its own) runs any method by name with its counts.
+``GRADIENT_METHODS`` (the one registry) maps the names to the default values; ``resolve_gradient`` turns a
+name or value into a value.  ``CountingModel`` counts forward evaluations and VJPs of any of them;
+``adjointlib.gradients.compare`` (imported on its own) runs any method by label with its counts.
 """
-from .backprop import backprop_sample
-from .blackbox import blackbox_sample
-from .checkpoint import checkpoint_sample
+from .adjoint import Adjoint
+from .backprop import Backprop
+from .blackbox import Blackbox
+from .checkpoint import Checkpoint
 from .counting import CountingModel
-from .reversible import reversible_sample, reversible_solve, reversible_unsolve
+from .reversible import Reversible, reversible_solve, reversible_unsolve
 
-GRAD_METHODS = {
-    "backprop": backprop_sample,
-    "checkpoint": checkpoint_sample,
-    "blackbox": blackbox_sample,
-    "reversible": reversible_sample,
+GRADIENT_METHODS = {
+    "adjoint": Adjoint(),
+    "backprop": Backprop(),
+    "checkpoint": Checkpoint(),
+    "blackbox": Blackbox(),
+    "reversible": Reversible(),
 }
 
-__all__ = ["GRAD_METHODS", "CountingModel", "backprop_sample", "checkpoint_sample", "blackbox_sample",
-           "reversible_sample", "reversible_solve", "reversible_unsolve"]
+
+def resolve_gradient(gradient):
+    """A gradient method value from a name of ``GRADIENT_METHODS`` or a method value (Adjoint(order=2), ...).
+
+    Raises:
+        ValueError: an unknown name.
+        TypeError: neither a name nor a method value.
+    """
+    if isinstance(gradient, str):
+        if gradient not in GRADIENT_METHODS:
+            raise ValueError(f"unknown gradient method {gradient!r}; use one of {sorted(GRADIENT_METHODS)}")
+        return GRADIENT_METHODS[gradient]
+    if isinstance(gradient, (Adjoint, Backprop, Checkpoint, Blackbox, Reversible)):
+        return gradient
+    raise TypeError(f"gradient must be a name of {sorted(GRADIENT_METHODS)} or a method value such as "
+                    f"adjointlib.Adjoint(order=2), got {type(gradient).__name__}")
+
+
+__all__ = ["GRADIENT_METHODS", "resolve_gradient", "Adjoint", "Backprop", "Checkpoint", "Blackbox", "Reversible",
+           "CountingModel", "reversible_solve", "reversible_unsolve"]

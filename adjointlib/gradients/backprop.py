@@ -1,21 +1,37 @@
 """``backprop``: plain autograd through the discrete sampler (discretise-then-optimise).
 
-The gradient is that of the discrete map x_T ↦ x_0 computed by ``solve`` (DDIM, DPM-Solver-2M,
-SDE-DPM-Solver-1 with fixed noises) — exact for the sampler, O(h^k) from the continuous gradient.
+The gradient is that of the discrete map x_T ↦ x_0 (DDIM, DPM-Solver-2M, SDE-DPM-Solver-1 with fixed
+noises, or a reversible coupling) — exact for the sampler, O(h^k) from the continuous gradient.
 Cost: N forward evaluations and N VJPs; memory: every step's network activations (O(N)).
+Autograd's own saved tensors make in-place changes between forward and backward raise.
 """
 from __future__ import annotations
 
-from ..solvers import solve
+from dataclasses import dataclass
 
-__all__ = ["backprop_sample"]
+from ..samplers import ExponentialIntegrator, ReversibleSampler
+from ..solvers import integrate
+from .base import refuse_sampler
+
+__all__ = ["Backprop"]
 
 
-def backprop_sample(model, schedule, x_T, z, times, *, order=1, sde=False, noises=None, params=()):
-    """x_0 = solve(x_T) with the autograd graph kept (paper §7.3 samplers, eq. 3.6 for the SDE).
+@dataclass(frozen=True)
+class Backprop:
+    """Autograd through the sampler (no options).  Samplers: DDIM, DPM-Solver-2M, SDE-DPM-Solver-1, reversible."""
 
-    x_T: (b, ...); z: None, (b, ...) or one tensor per step; times: (N+1,) decreasing.
-    ``params`` is accepted for the uniform signature and not needed: autograd reaches every
-    tensor that requires grad.  Returns x_0, (b, ...).
-    """
-    return solve(model, schedule, x_T, z, times, order=order, sde=sde, noises=noises, record=False)[0]
+    name = "backprop"
+    samplers = (ExponentialIntegrator, ReversibleSampler)
+
+    def prepare(self, plan) -> "Backprop":
+        """Raises ValueError for another sampler kind."""
+        refuse_sampler(self, plan)
+        return self
+
+    def differentiate(self, model, plan, x_T, params):
+        """x_0 (b, ...) with the whole autograd graph kept; ``params`` is not needed (autograd reaches θ)."""
+        if isinstance(plan.sampler, ReversibleSampler):
+            from .reversible import reversible_pair
+
+            return reversible_pair(model, plan, x_T)[0]
+        return integrate(model, plan, x_T)[0]

@@ -15,15 +15,16 @@ end point, so y is re-solved backwards.  ODE only; z a tensor or None (no per-st
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..models import call_model
-from ..solvers import check_conditions
-from ..validation import check_state
+from ..samplers import TorchdiffeqSampler
+from .base import refuse_sampler
 
-__all__ = ["NuODE", "blackbox_sample"]
+__all__ = ["NuODE", "Blackbox"]
 
 
 class NuODE(nn.Module):
@@ -39,33 +40,44 @@ class NuODE(nn.Module):
         return call_model(self.model, y / math.sqrt(1.0 + nu * nu), t, self.z)
 
 
-def blackbox_sample(model, schedule, x_T, z, times, *, order=1, sde=False, noises=None, params=(),
-                    method="rk4", rtol=1e-5, atol=1e-5, seminorm=True):
-    """x_0 by a generic ODE solver on dy/dν = ε, differentiated by ``torchdiffeq.odeint_adjoint``.
+@dataclass(frozen=True)
+class Blackbox:
+    """torchdiffeq's ``odeint_adjoint`` on dy/dν = ε (AdjointDPM).  seminorm: the seminorm for the adjoint's
+    adaptive step control (Kidger et al. 2021).  Samplers: ``TorchdiffeqSampler`` ("rk4", "dopri5"); ODE only,
+    z a tensor or None (no per-step schedule)."""
 
-    method: "rk4" (fixed grid: ``times`` mapped to ν; ``order`` is ignored, RK4 is order 4) or any
-    adaptive torchdiffeq method such as "dopri5" (from times[0] to times[-1] with ``rtol``/``atol``;
-    ``seminorm`` uses the seminorm for the adjoint's step control, Kidger et al. 2021).
-    x_T: (b, ...); z: None or (b, ...); params: tensors θ whose gradient is wanted.  Returns x_0.
-    """
-    import torchdiffeq
+    seminorm: bool = True
+    name = "blackbox"
+    samplers = (TorchdiffeqSampler,)
 
-    if sde or noises is not None:
-        raise ValueError("grad_method='blackbox' integrates the PF-ODE only (torchdiffeq has no SDE adjoint)")
-    if isinstance(z, (list, tuple)):
-        raise ValueError("grad_method='blackbox' needs z to be a tensor or None (no per-step schedule)")
-    check_state(x_T)
-    check_conditions(z, x_T, len(times) - 1)
-    nu = torch.exp(-schedule.lam(times)).to(x_T.dtype).to(x_T.device)
-    if method == "rk4":
-        kwargs = dict(method="rk4")
-    else:
-        nu = nu[[0, -1]]  # step_t: land on ν_end instead of stepping past it to ν < 0
-        kwargs = dict(method=method, rtol=rtol, atol=atol, options=dict(step_t=nu[1:]))
-        if seminorm:
-            kwargs["adjoint_options"] = dict(norm="seminorm")
-    z_params = (z,) if z is not None and z.is_floating_point() and z.requires_grad else ()
-    func = NuODE(model, schedule, z)
-    y = torchdiffeq.odeint_adjoint(func, x_T * math.sqrt(1.0 + float(nu[0]) ** 2), nu,
-                                   adjoint_params=tuple(params) + z_params, **kwargs)
-    return y[-1] / math.sqrt(1.0 + float(nu[-1]) ** 2)
+    def prepare(self, plan) -> "Blackbox":
+        """Raises:
+            ValueError: another sampler kind, or a per-step z schedule.
+            TypeError: seminorm not a bool.
+            ImportError: torchdiffeq is not installed."""
+        refuse_sampler(self, plan)
+        if plan.conditions.per_step:
+            raise ValueError("gradient='blackbox' needs z to be a tensor or None (no per-step schedule)")
+        if not isinstance(self.seminorm, bool):
+            raise TypeError(f"seminorm must be True or False, got {self.seminorm!r}")
+        import torchdiffeq  # noqa: F401  (refuse at call time when it is missing)
+
+        return self
+
+    def differentiate(self, model, plan, x_T, params):
+        """x_0 (b, ...) by torchdiffeq; gradients w.r.t. x_T, z (if it requires grad) and ``params``."""
+        import torchdiffeq
+
+        sampler, z = plan.sampler, plan.conditions.at(0)
+        nu = torch.exp(-plan.schedule.lam(plan.times)).to(x_T.dtype).to(x_T.device)
+        if sampler.method == "rk4":
+            kwargs = dict(method="rk4")
+        else:
+            nu = nu[[0, -1]]  # step_t: land on ν_end instead of stepping past it to ν < 0
+            kwargs = dict(method=sampler.method, rtol=sampler.rtol, atol=sampler.atol, options=dict(step_t=nu[1:]))
+            if self.seminorm:
+                kwargs["adjoint_options"] = dict(norm="seminorm")
+        z_params = (z,) if z is not None and z.is_floating_point() and z.requires_grad else ()
+        y = torchdiffeq.odeint_adjoint(NuODE(model, plan.schedule, z), x_T * math.sqrt(1.0 + float(nu[0]) ** 2), nu,
+                                       adjoint_params=tuple(params) + z_params, **kwargs)
+        return y[-1] / math.sqrt(1.0 + float(nu[-1]) ** 2)

@@ -11,30 +11,31 @@ from __future__ import annotations
 import torch
 
 from ..sample import sample
+from .adjoint import Adjoint
 from .counting import CountingModel
 
 __all__ = ["METHODS", "SDE_METHODS", "THEORETICAL_ORDER", "gradient_with_counts"]
 
 METHODS = {
-    "adjoint-1": dict(order=1),
-    "adjoint-2M": dict(order=2),
-    "adjoint-1 (recomputed)": dict(order=1, record=False),
-    "adjoint-2M (recomputed)": dict(order=2, record=False),
-    "backprop-1": dict(order=1, grad_method="backprop"),
-    "backprop-2M": dict(order=2, grad_method="backprop"),
-    "checkpoint-1": dict(order=1, grad_method="checkpoint"),
-    "checkpoint-2M": dict(order=2, grad_method="checkpoint"),
-    "blackbox-rk4": dict(grad_method="blackbox", grad_options=dict(method="rk4")),
-    "blackbox-dopri5": dict(grad_method="blackbox", grad_options=dict(method="dopri5")),
-    "reversible-1": dict(order=1, grad_method="reversible"),
-    "reversible-2": dict(order=2, grad_method="reversible"),
+    "adjoint-1": dict(sampler="ddim"),
+    "adjoint-2M": dict(sampler="dpm-solver-2m"),
+    "adjoint-1 (recomputed)": dict(sampler="ddim", gradient=Adjoint(recompute=True)),
+    "adjoint-2M (recomputed)": dict(sampler="dpm-solver-2m", gradient=Adjoint(recompute=True)),
+    "backprop-1": dict(sampler="ddim", gradient="backprop"),
+    "backprop-2M": dict(sampler="dpm-solver-2m", gradient="backprop"),
+    "checkpoint-1": dict(sampler="ddim", gradient="checkpoint"),
+    "checkpoint-2M": dict(sampler="dpm-solver-2m", gradient="checkpoint"),
+    "blackbox-rk4": dict(sampler="rk4", gradient="blackbox"),
+    "blackbox-dopri5": dict(sampler="dopri5", gradient="blackbox"),
+    "reversible-1": dict(sampler="reversible-ddim", gradient="reversible"),
+    "reversible-2": dict(sampler="reversible-midpoint", gradient="reversible"),
 }
 SDE_METHODS = {  # SDE-DPM-Solver-1 sampling (the reversible sampler: SDE-DPM-Solver++1 coupled)
-    "adjoint-1": dict(order=1),
-    "adjoint-2M": dict(order=1, adjoint_order=2),
-    "backprop-1": dict(order=1, grad_method="backprop"),
-    "checkpoint-1": dict(order=1, grad_method="checkpoint"),
-    "reversible-1": dict(order=1, grad_method="reversible"),
+    "adjoint-1": dict(sampler="sde-dpm-solver-1"),
+    "adjoint-2M": dict(sampler="sde-dpm-solver-1", gradient=Adjoint(order=2)),
+    "backprop-1": dict(sampler="sde-dpm-solver-1", gradient="backprop"),
+    "checkpoint-1": dict(sampler="sde-dpm-solver-1", gradient="checkpoint"),
+    "reversible-1": dict(sampler="reversible-sde", gradient="reversible"),
 }
 
 # Global order of the gradient error in h ∝ 1/N (blackbox-dopri5 is adaptive: none).  SDE: strong order 1.
@@ -48,8 +49,8 @@ def gradient_with_counts(model, schedule, x_T, z, cotangent, method, steps, *, s
     """Gradients of <cotangent, x_0> for ``METHODS[method]`` (``SDE_METHODS[method]`` when sde) and its work.
 
     model: an ε-model (wrapped in a ``CountingModel`` here); x_T, cotangent: (b, ...); z: None or
-    (b, ...); params: tensors θ (default the model's parameters requiring grad); overrides: extra
-    ``sample`` keywords (e.g. ``grad_options``).  Returns ({"x_T": (b, ...), "z": (b, ...) or None,
+    (b, ...); params: tensors θ (default the model's parameters requiring grad); overrides: ``sample`` keywords
+    that replace the label's (e.g. ``sampler=ReversibleSampler(form="noise")`` or ``gradient=Adjoint(steps=40)``).  Returns ({"x_T": (b, ...), "z": (b, ...) or None,
     "theta": flat (P,)}, {"forward": n, "backward_forward": n, "backward_vjp": n, "total": n}).
     """
     counter = CountingModel(model)
@@ -57,7 +58,7 @@ def gradient_with_counts(model, schedule, x_T, z, cotangent, method, steps, *, s
     x_T = x_T.detach().clone().requires_grad_(True)
     z = None if z is None else z.detach().clone().requires_grad_(True)
     kwargs = dict((SDE_METHODS if sde else METHODS)[method], **overrides)
-    x0 = sample(counter, schedule, x_T, z, steps=steps, sde=sde, noises=noises, params=params, **kwargs)
+    x0 = sample(counter, schedule, x_T, z, steps=steps, noises=noises, params=params, **kwargs)
     forward = counter.forwards
     wrt = [x_T] + ([z] if z is not None else []) + params
     grads = torch.autograd.grad((cotangent * x0).sum(), wrt, allow_unused=True)

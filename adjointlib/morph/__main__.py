@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from ..faces.pairs import load_morph_pairs
 from ..facemodel.pretrained import DEFAULT_MODEL_DIR, load_face_model
 from ..models import exact_float32
@@ -37,7 +38,8 @@ def parse_args(argv=None):
     parser.add_argument("--pair-seed", type=int, default=0, help="seed of the random pair order")
     parser.add_argument("--method", choices=sorted(METHODS), default="adjointdeis1_ode")
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="face model folder or hub id")
-    parser.add_argument("--pairs-file", default=None, help="pair list CSV (default data/frll_morph_pairs.csv)")
+    parser.add_argument("--pairs-file", default=None,
+                        help="pair list CSV (default: the packaged list adjointlib/faces/data/frll_morph_pairs.csv)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="seed of each pair's SDE noises")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps N (default 20)")
@@ -79,10 +81,9 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(args.threads)
     rank, world, device = _distributed(args.device)
     exact_float32(device)
-    settings = method_settings(args.method, steps=args.steps, n_opt=args.n_opt, lr=args.lr,
-                               optimiser=args.optimiser, adjoint_steps=args.adjoint_steps,
-                               adjoint_order=args.adjoint_order, record=False if args.recompute else None,
-                               precision=args.precision)
+    gradient_options = dict(steps=args.adjoint_steps, order=args.adjoint_order, recompute=args.recompute or None)
+    settings = method_settings(args.method, gradient_options, steps=args.steps, n_opt=args.n_opt, lr=args.lr,
+                               optimiser=args.optimiser, precision=args.precision)
     pairs = select_pairs(load_morph_pairs(args.pairs_file), args.pairs, order=args.order, seed=args.pair_seed)
     job = MorphJob(load_face_model(args.model), device=device)
     records = run_morphs(job, pairs, settings, args.out, method=args.method, batch_size=args.batch_size,
@@ -100,9 +101,7 @@ def main(argv=None) -> list[dict]:
     selected = {p["pair"] for p in pairs}
     done = [r for r in records if r["pair"] in selected]
     rows = mmpmr_rows(done, job.thresholds())
-    tmp = Path(args.out) / "mmpmr.json.tmp"
-    tmp.write_text(json.dumps({"method": args.method, "rows": rows}, indent=2))
-    tmp.replace(Path(args.out) / "mmpmr.json")
+    write_text_atomic(Path(args.out) / "mmpmr.json", json.dumps({"method": args.method, "rows": rows}, indent=2))
     print(format_mmpmr_table(rows, f"{args.method}: MMPMR at FMR 0.1 % ({len(done)} of {len(selected)} "
                                    f"FRLL pairs, {args.order} order)"))
     return rows

@@ -12,16 +12,23 @@ __all__ = ["METHODS", "method_settings"]
 METHODS = {
     "dim": MorphSettings(n_opt=0),                                     # DiM alone (paper Alg. 2)
     "adjointdeis1_ode": MorphSettings(),                               # Table 1, AdjointDEIS-1 (ODE)
-    "adjointdeis1_sde": MorphSettings(sde=True),                       # Table 1, AdjointDEIS-1 (SDE)
-    "adjointdeis2m_ode": MorphSettings(adjoint_order=2),               # second-order adjoint, DDIM states
-    "checkpoint": MorphSettings(grad_method="checkpoint", adjoint_steps=None),  # exact discrete gradient
-    "reversible": MorphSettings(grad_method="reversible", adjoint_steps=None),  # McCallum-Foster sampler
+    "adjointdeis1_sde": MorphSettings(sampler="sde-dpm-solver-1"),     # Table 1, AdjointDEIS-1 (SDE)
+    "adjointdeis2m_ode": MorphSettings(gradient_options={"order": 2}),  # second-order adjoint, DDIM states
+    "checkpoint": MorphSettings(gradient="checkpoint"),                # exact discrete gradient
+    "reversible": MorphSettings(sampler="reversible-ddim", gradient="reversible"),  # McCallum-Foster sampler
 }
 
 
-def method_settings(name: str, **overrides) -> MorphSettings:
-    """The preset ``name`` with some fields replaced (e.g. lr=0.01, adjoint_steps=10, record=False)."""
+def method_settings(name: str, gradient_options: dict | None = None, **overrides) -> MorphSettings:
+    """The preset ``name`` with some fields replaced (e.g. lr=0.01) and gradient options added (e.g.
+    {"steps": 10} or {"recompute": True} for the adjoint presets); None values are ignored.
+
+    Raises:
+        ValueError: an unknown preset (or an invalid combination, from ``MorphSettings``).
+    """
     if name not in METHODS:
         raise ValueError(f"unknown morph method {name!r}; choose from {sorted(METHODS)}")
-    fields = {**METHODS[name].to_dict(), **{k: v for k, v in overrides.items() if v is not None}}
+    preset = METHODS[name].to_dict()
+    options = {**preset["gradient_options"], **{k: v for k, v in (gradient_options or {}).items() if v is not None}}
+    fields = {**preset, **{k: v for k, v in overrides.items() if v is not None}, "gradient_options": options}
     return MorphSettings(**fields)

@@ -2,20 +2,21 @@
 
 One optimisation step runs the sampler from (x_T, z), scores x_0 with L*_ID (eq. 5.1) and takes the
 gradient w.r.t. x_T and z with the chosen gradient method — AdjointDEIS by default (paper Alg. 1),
-or any ``adjointlib.gradients`` method through ``sample(..., grad_method=...)``.  The loss is summed
+or any ``adjointlib.gradients`` method through ``sample(..., gradient=...)``.  The loss is summed
 over the batch, so each morph gets its own gradient whatever the batch size (the released code's
 mean made the step size depend on the batch, paper-notes §11).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from tqdm import tqdm
 
-from ..gradients import CountingModel
+from ..gradients import CountingModel, resolve_gradient
 from ..models import Autocast
 from ..sample import sample
+from ..samplers import resolve_sampler
 from .identity import identity_loss
 
 __all__ = ["MorphSettings", "MorphResult", "optimise_morph", "OPTIMISERS"]
@@ -30,46 +31,56 @@ class MorphSettings:
 
     steps N (sampling and DDIM-inversion grid), n_opt optimisation steps, lr η, optimiser "sgd"
     (plain x ← x − η ∇, as the released code) or "adam" (betas (0.5, 0.9), as Greedy-DiM);
-    sde: SDE-DPM-Solver-1 with Cycle-SDE noises; grad_method "adjoint" (AdjointDEIS, with
-    adjoint_steps M, adjoint_order 1/2, record = keep states vs recompute by DDIM) or another method
-    of ``adjointlib.gradients``; grad_options go to that method; precision "fp32", or "bf16" to evaluate the
-    ε-model under bf16 autocast while optimising (``adjointlib.Autocast``; DiM's inversion and the final
-    sample stay float32; refused for the reversible method).
+    sampler: a name of ``adjointlib.SAMPLERS`` ("ddim"; "sde-dpm-solver-1" starts from Cycle-SDE noises);
+    gradient: a name of ``adjointlib.GRADIENT_METHODS`` and gradient_options the options of its value
+    (e.g. {"steps": 10, "order": 2, "recompute": True} for ``Adjoint``), validated by the method itself;
+    precision "fp32", or "bf16" to evaluate the ε-model under bf16 autocast while optimising
+    (``adjointlib.Autocast``; DiM's inversion and the final sample stay float32; the reversible method refuses it).
+    Raises (constructor): ValueError or TypeError for an unknown sampler, gradient, option, precision or optimiser,
+    a sampler the gradient method cannot differentiate, n_opt < 0, steps < 1 or lr <= 0.
     """
 
     steps: int = 20
     n_opt: int = 50
     lr: float = 0.1
     optimiser: str = "sgd"
-    sde: bool = False
-    order: int = 1
-    grad_method: str = "adjoint"
-    adjoint_steps: int | None = 20
-    adjoint_order: int = 1
-    record: bool = True
-    grad_options: dict = field(default_factory=dict)
+    sampler: str = "ddim"
+    gradient: str = "adjoint"
+    gradient_options: dict = field(default_factory=dict)
     precision: str = "fp32"
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; use one of {PRECISIONS}")
-        if self.precision != "fp32" and self.grad_method == "reversible":
-            raise ValueError("the reversible method cannot run in bf16: its inverse amplifies the model's rounding")
         if self.optimiser not in OPTIMISERS:
             raise ValueError(f"unknown optimiser {self.optimiser!r}; use one of {OPTIMISERS}")
         if self.n_opt < 0 or self.steps < 1:
             raise ValueError(f"need n_opt >= 0 and steps >= 1, got n_opt={self.n_opt}, steps={self.steps}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        sampler, method = resolve_sampler(self.sampler), self.gradient_method()
+        if not isinstance(sampler, method.samplers):
+            raise ValueError(f"gradient {self.gradient!r} cannot differentiate sampler {self.sampler!r}")
+        if self.precision != "fp32" and self.gradient == "reversible":
+            raise ValueError("the reversible method cannot run in bf16: its inverse amplifies the model's rounding")
+
+    @property
+    def sde(self) -> bool:
+        """Whether the sampler is an SDE sampler (the morph then starts from Cycle-SDE noises)."""
+        return resolve_sampler(self.sampler).sde
+
+    def gradient_method(self):
+        """The gradient method value, e.g. ``Adjoint(steps=10)``, built (and checked) from gradient and its options."""
+        method = resolve_gradient(self.gradient)
+        known = [f.name for f in fields(method)]
+        unknown = sorted(set(self.gradient_options) - set(known))
+        if unknown:
+            raise ValueError(f"gradient {self.gradient!r} has no option {unknown}; its options are {known}")
+        return replace(method, **self.gradient_options)
 
     def sample_options(self) -> dict:
         """Keyword arguments of ``adjointlib.sample`` for these settings (θ is never optimised: params=())."""
-        options = dict(steps=self.steps, sde=self.sde, order=self.order, grad_method=self.grad_method, params=())
-        if self.grad_method == "adjoint":
-            options.update(adjoint_steps=self.adjoint_steps, adjoint_order=self.adjoint_order, record=self.record)
-        elif self.grad_options:
-            options["grad_options"] = dict(self.grad_options)
-        return options
+        return dict(steps=self.steps, sampler=self.sampler, gradient=self.gradient_method(), params=())
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,50 @@
+"""The protocol every gradient method implements, and what they share.
+
+A gradient method is a small frozen value (its options) with
+
+- ``name``: its key in ``adjointlib.GRADIENT_METHODS``;
+- ``samplers``: the sampler kinds (``adjointlib.samplers``) it differentiates; it refuses the others;
+- ``prepare(plan) -> method``: call-time validation and resolution against a plan without gradient
+  (the adjoint resolves its grid, order and record mode here); returns the prepared method;
+- ``differentiate(model, plan, x_T, params) -> x_0``: runs the plan's sampler and returns x_0 with an
+  autograd node whose backward pass is the method (one compact ``torch.autograd.Function`` each).
+
+Each Function saves, with ``save_for_backward``, the inputs its backward pass reads (z, θ) and every
+parameter and buffer of the model, so an in-place change between forward and backward raises as plain
+autograd does instead of returning the gradient of a model that no longer exists.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..validation import check_params
+
+__all__ = ["refuse_sampler", "model_tensors", "differentiable_params"]
+
+
+def refuse_sampler(method, plan) -> None:
+    """Raises ValueError unless ``method.samplers`` contains the plan's sampler kind."""
+    if not isinstance(plan.sampler, method.samplers):
+        names = ", ".join(kind.__name__ for kind in method.samplers)
+        raise ValueError(f"gradient={method.name!r} differentiates {names} samplers, not sampler="
+                         f"{plan.sampler.name!r}; choose a sampler it supports or another gradient method")
+
+
+def model_tensors(model) -> tuple:
+    """Every parameter and buffer of ``model`` if it is an nn.Module (else ()): saved to detect in-place changes."""
+    if not isinstance(model, nn.Module):
+        return ()
+    return tuple(model.parameters()) + tuple(model.buffers())
+
+
+def differentiable_params(model, params) -> tuple:
+    """``params`` checked (``validation.check_params``), or every parameter of an nn.Module model requiring grad.
+
+    Raises:
+        TypeError: params is not an iterable of floating tensors.
+    """
+    if params is not None:
+        return check_params(params)
+    if isinstance(model, nn.Module):
+        return tuple(p for p in model.parameters() if p.requires_grad)
+    return ()
