@@ -36,7 +36,10 @@ pass's: with evaluations reproducible only to a relative δ, the rebuilt states 
 expansion in the frame (at most ≈ 1/σ_{t_end}, 95 on the linear schedule with t_min = 1e-3), and the
 parasitic mode grows as ζ moves from 1.  Measured (tests/test_off_the_happy_path.py, toy model, N = 20,
 δ = 1e-3): gradient error 22δ at ζ = 0.999 and 308δ at ζ = 0.9, against 2δ for the adjoint and checkpoint;
-on an H200 with TF32 on, 0.22 (ODE) and 1.0 (SDE) for a small UNet (issue 13).  Cost per step: 2 (Euler)
+on an H200 with TF32 on, 0.22 (ODE) and 1.0 (SDE) for a small UNet (issue 13).  The SDE coupling is refused
+in float32 altogether: its frame's dynamic range (≈ 1.5e6, above) makes float32 itself too coarse — on a CPU,
+exact float32, the small UNet's gradient at N = 8 was 0.91 off float64 (the ODE coupling: 7.6e-4;
+``benchmarks/gpu_check.py``).  Cost per step: 2 (Euler)
 or 4 (midpoint) evaluations forwards, as many evaluations and VJPs backwards.  The error of the Euler
 coupling behaves as O(h) + O((1 − ζ) h N): with N < 1/(1 − ζ) it has a floor ∝ (1 − ζ) rather than
 order 1 (chapter 07).
@@ -242,11 +245,16 @@ class Reversible:
         """x_0 (b, ...); the backward pass rebuilds (v_i, v̂_i) by exact inverse steps and back-propagates each.
 
         Raises:
-            TypeError: a bf16/fp16 state or an ``Autocast`` model (their rounding is not invertible: module doc).
+            TypeError: a bf16/fp16 state, a float32 state with an SDE sampler, or an ``Autocast`` model (their
+                rounding is not invertible: module doc).
         """
         if x_T.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"gradient='reversible' needs float32 or float64 states, got x_T in {x_T.dtype}: its "
                             "backward pass needs every evaluation to reproduce the forward pass (module doc)")
+        if plan.sampler.sde and x_T.dtype != torch.float64:
+            raise TypeError(f"gradient='reversible' with an SDE sampler needs float64 states, got x_T in {x_T.dtype}: "
+                            "its frame's dynamic range (α_0σ_T²/(α_Tσ_0²) ≈ 1.5e6 on the linear schedule) turns float32 "
+                            "rounding into an O(1) gradient error (measured 0.91, module doc)")
         if isinstance(model, Autocast) or isinstance(getattr(model, "model", None), Autocast):
             raise TypeError("gradient='reversible' cannot differentiate an Autocast (mixed-precision) model: its "
                             "backward pass needs every evaluation to reproduce the forward pass (module doc)")
