@@ -1,4 +1,4 @@
-"""Build ``data/frll_morph_pairs.csv``: the FRLL morph pairs every experiment uses.
+"""Build ``adjointlib/faces/data/frll_morph_pairs.csv``: the FRLL morph pairs every experiment uses.
 
 Source: ``../shared/reference/paper-notes.md`` §8.4 (SYN-MAD 2022: the 250 most similar
 same-gender pairs per gender under a held-out FR system). Here the selector is the dlib ResNet
@@ -6,7 +6,7 @@ same-gender pairs per gender under a held-out FR system). Here the selector is t
 similarity = −(Euclidean distance) between the neutral photos, canonical crops at
 ``EVAL_SIZE``; gender from ``london_info.csv``.
 
-Usage: ``python scripts/build_morph_pairs.py [--per-gender 250] [--out data/frll_morph_pairs.csv]``
+Usage: ``python scripts/build_morph_pairs.py [--per-gender 250] [--out adjointlib/faces/data/frll_morph_pairs.csv]``
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 
 import adjointlib as al  # noqa: E402
 import adjointlib.faces as fc  # noqa: E402
+from adjointlib.atomic import atomic_path  # noqa: E402
 from adjointlib.facemodel import DEFAULT_MODEL_DIR, load_face_model  # noqa: E402
 from adjointlib.facemodel.pretrained import CONFIG_FILE  # noqa: E402
 from adjointlib.faces.paths import shared_dir  # noqa: E402
@@ -153,10 +154,9 @@ def batched(n: int, size: int, desc: str) -> list[slice]:
 
 
 def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    tmp.replace(path)
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (``adjointlib.atomic.atomic_path``)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -324,9 +324,8 @@ def save_codes(path: Path, model, n_codes: int, batch: int) -> dict:
             "n": len(codes), "z_dim": codes.shape[1], "source": source, "encoder_sha256": encoder_fingerprint(model),
             "device": str(model_device(model)), "torch": torch.__version__}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, codes=codes.numpy().astype(np.float32), meta=np.array(json.dumps(meta)))
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez would append .npz to another name
+        np.savez(tmp, codes=codes.numpy().astype(np.float32), meta=np.array(json.dumps(meta)))
     return {**meta, "path": str(path), "bytes": path.stat().st_size}
 
 
@@ -746,10 +745,9 @@ def prepare_inputs(path: Path, model, settings: dict, batch: int, codes_file: Pa
             "n_faces": settings["n_faces"], "n_codes": settings["n_codes"], "z_prior": prior,
             "encoder_sha256": encoder_fingerprint(model)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, frll_neutral=frll.neutral[:settings["n_faces"]], frll_ids=frll.ids[:settings["n_faces"]],
-             gauss_mean=gaussian[0].numpy(), gauss_root=gaussian[1].numpy(), meta=np.array(json.dumps(meta)))
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, frll_neutral=frll.neutral[:settings["n_faces"]], frll_ids=frll.ids[:settings["n_faces"]],
+                 gauss_mean=gaussian[0].numpy(), gauss_root=gaussian[1].numpy(), meta=np.array(json.dumps(meta)))
     return {**meta, "path": str(path), "bytes": path.stat().st_size}
 
 
@@ -808,9 +806,8 @@ def save_generated(out: Path, data: dict, only: str) -> None:
             arrays[f"recon_{kind}_{steps}"], arrays[f"psnr_{kind}_{steps}"] = images, values
     if arrays:
         path = out / GENERATED[only]
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, **arrays)
 
 
 def load_generated(folder: Path) -> tuple[dict, dict, np.ndarray | None]:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from adjointlib.atomic import write_text_atomic  # noqa: E402
 from adjointlib.faces import load_morph_pairs, tensor_to_images  # noqa: E402
 from adjointlib.facemodel.pretrained import load_default_face_model  # noqa: E402
 from adjointlib.morph import MorphJob, dim_start, method_settings, optimise_morph, select_pairs  # noqa: E402
@@ -106,9 +107,7 @@ def main(argv=None):
               f"max Δpixel {diff['max_pixel_difference']:3d}, Δx_T {diff['max_x_T_difference']:.1e}, "
               f"first step Δloss > 1e-3: {diff['first_step_loss_differs_by_1e-3']}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    tmp.replace(args.out)
+    write_text_atomic(args.out, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Usage: python tools/execute_notebooks.py notebooks/00_quickstart.ipynb [...]
 The book's quick configuration is used unless ADJOINTDEIS_BOOK_MODE=full is set; progress bars
-are silenced (TQDM_DISABLE=1) so outputs match what nbval sees in CI.
+are silenced (TQDM_DISABLE=1) so outputs match what nbval sees in CI. The repository root is put on
+the kernels' PYTHONPATH (as the root conftest.py does for nbval): the notebooks import ``derivations``,
+which is not installed.
 """
 import os
 import sys
@@ -11,15 +13,21 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from adjointlib.atomic import atomic_path  # noqa: E402
+
 
 def execute(path: Path) -> None:
     notebook = nbformat.read(path, as_version=4)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    if str(ROOT) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     NotebookClient(notebook, timeout=3600, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
-    tmp = path.with_suffix(".ipynb.tmp")
-    nbformat.write(notebook, tmp)
-    tmp.replace(path)  # atomic: a failed run never leaves a half-written notebook
+    with atomic_path(path) as tmp:  # a failed run never leaves a half-written notebook
+        nbformat.write(notebook, tmp)
     print(f"executed {path}")
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import atomic_path
+
 __all__ = ["write_pack", "read_pack", "PACK_META"]
 
 PACK_META = "pack.json"
@@ -35,16 +37,14 @@ def write_pack(images: np.ndarray, path, quality: int = 90, source: str = "") ->
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     meta = {"size": int(images.shape[1]), "count": len(images), "quality": quality, "source": source,
             "licence": LICENCE}
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(PACK_META, json.dumps(meta, indent=2))
         for index, image in enumerate(tqdm(images, desc=f"packing {len(images)} faces", leave=False)):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
             archive.writestr(f"images/{index:06d}.jpg", buffer.getvalue())
-    tmp.replace(path)
     return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_text_atomic
 from .config import FaceModelConfig
 from .networks import FaceDiffusionModel, SemanticEncoder
 
@@ -40,9 +41,7 @@ def save_face_model(model: FaceDiffusionModel, folder, dtype=None, model_card: d
     encoder_state = {k: (v if dtype is None else v.to(dtype)).contiguous() for k, v in model.encoder.state_dict().items()}
     save_file(encoder_state, str(folder / "encoder.safetensors"))
     meta = {"config": model.config.to_dict(), **(model_card or {})}
-    tmp = folder / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(folder / CONFIG_FILE)
+    write_text_atomic(folder / CONFIG_FILE, json.dumps(meta, indent=2))
     return folder
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import atomic_path
 from ..schedules import DiscreteVP
 from .config import CONFIGS, FaceModelConfig
 from .networks import FaceDiffusionModel
@@ -173,15 +174,12 @@ class Trainer:
                  "model": self.model.state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
                  "losses": self.losses}
-        tmp = self.out / "checkpoint.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.out / "checkpoint.pt")
-        tmp = self.out / "loss_log.csv.tmp"
-        with open(tmp, "w", newline="") as handle:
+        with atomic_path(self.out / "checkpoint.pt") as tmp:
+            torch.save(state, tmp)
+        with atomic_path(self.out / "loss_log.csv") as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["step", "loss", "steps"])  # loss: mean over the `steps` steps up to `step`
             writer.writerows(self.losses)
-        tmp.replace(self.out / "loss_log.csv")
 
     def _load(self, path: Path, asked: dict, start: dict | None) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)

@@ -3,7 +3,8 @@
 Source: ``../shared/README.md`` (data and model package) and ``../shared/reference/paper-notes.md``
 §8 (the paper's face-morphing experiment). Module map:
 
-* :mod:`.paths` — where data, weights and caches are (argument > env var > ``<repo>/../shared``);
+* :mod:`.paths` — where data, weights and caches are (argument > env var > ``<repo>/../shared`` in a
+  checkout; caches in the user cache folder);
 * :mod:`.frll`, :mod:`.utkface` — loaders; :mod:`.aligned` — cached canonical FRLL crops;
 * :mod:`.align`, :mod:`.crops` — YuNet landmarks, similarity transforms, the canonical crop and
   the differentiable FR crops derived from it;

@@ -1,6 +1,6 @@
 """A tiny keyed ``.npz`` cache so notebooks and experiments start fast.
 
-Source: project convention (aligned arrays live in the git-ignored ``cache/`` folder).
+Source: project convention (aligned arrays live in :func:`adjointlib.faces.paths.cache_dir`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 __all__ = ["cached_arrays"]
 
@@ -28,7 +30,6 @@ def cached_arrays(path: Path, key: dict, build: Callable[[], dict]) -> dict:
             if "_key" in data and str(data["_key"]) == key_text:
                 return {k: data[k] for k in data.files if k != "_key"}
     arrays = build()
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, _key=np.array(key_text), **arrays)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez would append .npz to another name
+        np.savez(tmp, _key=np.array(key_text), **arrays)
     return arrays

@@ -1,4 +1,4 @@
-"""The FRLL morph pair list, built like SYN-MAD 2022 and stored in the repository.
+"""The FRLL morph pair list, built like SYN-MAD 2022 and shipped with the package.
 
 Source: ``../shared/reference/paper-notes.md`` §8.4 (SYN-MAD 2022: the 250 most similar
 same-gender pairs per gender under a held-out FR system; the paper used ElasticFace and kept
@@ -8,26 +8,29 @@ same-gender pairs per gender under a held-out FR system; the paper used ElasticF
 from __future__ import annotations
 
 import csv
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .paths import repo_root
+from ..atomic import atomic_path
 
 __all__ = ["MORPH_PAIRS_FIELDS", "default_pairs_path", "select_morph_pairs", "save_morph_pairs",
            "load_morph_pairs"]
 
-#: Columns of ``data/frll_morph_pairs.csv``.
+#: Columns of ``adjointlib/faces/data/frll_morph_pairs.csv``.
 MORPH_PAIRS_FIELDS = ("pair", "gender", "rank_in_gender", "id_a", "id_b", "similarity", "selector")
 
 
 def default_pairs_path() -> Path:
-    """``<repo>/data/frll_morph_pairs.csv``, the pair list every experiment uses.
+    """The pair list every experiment uses: ``frll_morph_pairs.csv``, package data of ``adjointlib.faces``.
 
-    Source: project convention. Convention: committed data, built by
-    ``scripts/build_morph_pairs.py``. Shapes: none (returns a path).
+    Source: project convention. Convention: committed as ``adjointlib/faces/data/frll_morph_pairs.csv``
+    (built by ``scripts/build_morph_pairs.py``) and installed with the package; located with
+    :mod:`importlib.resources`, so it is found in a checkout and in an installed copy alike.
+    Shapes: none (returns a path).
     """
-    return repo_root() / "data" / "frll_morph_pairs.csv"
+    return Path(resources.files("adjointlib.faces") / "data" / "frll_morph_pairs.csv")
 
 
 def select_morph_pairs(similarity: np.ndarray, ids: np.ndarray, genders: np.ndarray,
@@ -62,14 +65,14 @@ def select_morph_pairs(similarity: np.ndarray, ids: np.ndarray, genders: np.ndar
 
 
 def save_morph_pairs(pairs: list[dict], path: str | Path | None = None) -> Path:
-    """Write a pair list as CSV (similarities with 6 decimals).
+    """Write a pair list as CSV (similarities with 6 decimals), atomically.
 
     Source: project convention. Convention: columns MORPH_PAIRS_FIELDS; default
     :func:`default_pairs_path`. Shapes: none (returns the path).
     """
     path = Path(path) if path is not None else default_pairs_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=MORPH_PAIRS_FIELDS, lineterminator="\n")
         writer.writeheader()
         for p in pairs:
@@ -78,7 +81,7 @@ def save_morph_pairs(pairs: list[dict], path: str | Path | None = None) -> Path:
 
 
 def load_morph_pairs(path: str | Path | None = None) -> list[dict]:
-    """Read the committed pair list (default ``<repo>/data/frll_morph_pairs.csv``).
+    """Read a pair list (default: the packaged list, :func:`default_pairs_path`).
 
     Source: project convention. Convention: ids as 3-digit strings, ``pair`` and
     ``rank_in_gender`` as int, ``similarity`` as float.

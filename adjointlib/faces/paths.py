@@ -3,9 +3,13 @@
 Source: ``../shared/README.md`` ("code should read these files from ``../shared`` relative to
 the project root").
 
-Resolution order everywhere: explicit argument > environment variable > default relative to
-the repository root (``<repo>/../shared``, ``<repo>/cache``). Nothing is hard-coded as an
-absolute path.
+Resolution order everywhere: explicit argument > environment variable > default. Defaults:
+the shared data package is ``<repo>/../shared`` when the library runs from a source checkout
+(an editable install or ``PYTHONPATH=<repo>``); an installed copy (``pip install .``) has no
+repository, so it needs ``$ADJOINTLIB_SHARED`` (or the more specific variables, or an
+explicit path) and says so in a one-line FileNotFoundError. Caches go to the user cache folder
+(``platformdirs.user_cache_dir("adjointlib")/faces``, e.g. ``~/.cache/adjointlib/faces`` on
+Linux) unless ``$ADJOINTLIB_CACHE`` is set. Nothing is hard-coded as an absolute path.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ __all__ = [
     "ENV_FRLL",
     "ENV_UTKFACE",
     "ENV_CACHE",
+    "in_checkout",
     "repo_root",
     "shared_dir",
     "frll_dir",
@@ -37,32 +42,64 @@ ENV_UTKFACE = "ADJOINTLIB_UTKFACE"
 ENV_CACHE = "ADJOINTLIB_CACHE"
 
 
-def repo_root() -> Path:
-    """The repository root: the folder that holds the ``adjointlib`` package.
-
-    Source: this project's layout (``<repo>/adjointlib/faces/paths.py``).
-    Convention: resolved from this file's location, so it follows the checkout.
-    Shapes: none (returns a path).
-    """
+def _candidate_root() -> Path:
+    """The folder two levels above this package (``<repo>`` in a checkout, site-packages when installed)."""
     return Path(__file__).resolve().parents[2]
 
 
-def _resolve(arg: str | Path | None, env: str, default: Path, what: str) -> Path:
-    """Pick ``arg`` > ``$env`` > ``default`` and fail clearly if it does not exist.
+def in_checkout() -> bool:
+    """Whether this ``adjointlib`` runs from a source checkout (and not from an installed copy).
 
-    Source: project convention (see module docstring).
-    Convention: the default is built from ``$ADJOINTLIB_SHARED`` or ``<repo>/../shared``;
-    raises FileNotFoundError naming the path tried and the variables that can be set.
+    Source: this project's layout (``<repo>/adjointlib/faces/paths.py`` next to
+    ``<repo>/pyproject.toml`` declaring the ``adjointlib`` project).
+    Convention: true for an editable install or ``PYTHONPATH=<repo>``; false after
+    ``pip install .`` (the package then lives in site-packages).
+    Shapes: none (returns a bool).
+    """
+    pyproject = _candidate_root() / "pyproject.toml"
+    try:
+        return pyproject.is_file() and 'name = "adjointlib"' in pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def repo_root(hint: str | None = None) -> Path:
+    """The repository root: the folder that holds the ``adjointlib`` package.
+
+    Source: this project's layout (``<repo>/adjointlib/faces/paths.py``).
+    Convention: resolved from this file's location, so it follows the checkout. Outside a
+    checkout (see :func:`in_checkout`) raises a one-line FileNotFoundError ending with
+    ``hint`` (what to set instead; the default names ``$ADJOINTLIB_SHARED``).
     Shapes: none (returns a path).
     """
+    root = _candidate_root()
+    if not in_checkout():
+        hint = hint or (f"set the environment variable {ENV_SHARED} to the shared data folder "
+                        "(see ../shared/README.md) or pass the path explicitly")
+        raise FileNotFoundError(f"adjointlib is installed at {Path(__file__).resolve().parents[1]}, not run from "
+                                f"a source checkout, so it has no repository root to find defaults in: {hint}.")
+    return root
+
+
+def _resolve(arg: str | Path | None, env: str, default, what: str) -> Path:
+    """Pick ``arg`` > ``$env`` > ``default()`` and fail clearly if it does not exist.
+
+    Source: project convention (see module docstring).
+    Convention: ``default`` is a callable (evaluated only when needed) built from
+    ``$ADJOINTLIB_SHARED`` or ``<repo>/../shared``; raises FileNotFoundError naming the path
+    tried and the variables that can be set (outside a checkout without ``$ADJOINTLIB_SHARED``:
+    naming the variables to set).
+    Shapes: none (returns a path).
+    """
+    names = env if env == ENV_SHARED else f"{env} (or {ENV_SHARED})"
     if arg is not None:
         path, how = Path(arg).expanduser(), "the argument"
     elif os.environ.get(env):
         path, how = Path(os.environ[env]).expanduser(), f"${env}"
     else:
-        path, how = default, "the default location"
+        path, how = default(f"set the environment variable {names} or pass the path explicitly"), \
+            "the default location"
     if not path.exists():
-        names = env if env == ENV_SHARED else f"{env} (or {ENV_SHARED})"
         raise FileNotFoundError(
             f"{what} not found at {path} (from {how}). Pass the path explicitly or set the "
             f"environment variable {names}; see ../shared/README.md for the data package."
@@ -70,24 +107,26 @@ def _resolve(arg: str | Path | None, env: str, default: Path, what: str) -> Path
     return path
 
 
-def _shared_default() -> Path:
+def _shared_default(hint: str | None = None) -> Path:
     """``$ADJOINTLIB_SHARED`` if set, else ``<repo>/../shared`` (existence not checked).
 
-    Source: project convention. Convention: the base of every default data path.
+    Source: project convention. Convention: the base of every default data path; outside a
+    checkout without ``$ADJOINTLIB_SHARED`` raises FileNotFoundError ending with ``hint``.
     Shapes: none (returns a path).
     """
     env = os.environ.get(ENV_SHARED)
-    return Path(env).expanduser() if env else repo_root().parent / "shared"
+    return Path(env).expanduser() if env else repo_root(hint).parent / "shared"
 
 
 def shared_dir(path: str | Path | None = None) -> Path:
     """The shared data package folder (``data/``, ``models/``, ``reference/``).
 
     Source: ``../shared/README.md``.
-    Convention: ``path`` > ``$ADJOINTLIB_SHARED`` > ``<repo>/../shared``.
+    Convention: ``path`` > ``$ADJOINTLIB_SHARED`` > ``<repo>/../shared`` (source checkout only).
+    Raises FileNotFoundError naming what to set when the folder is missing.
     Shapes: none (returns a path).
     """
-    return _resolve(path, ENV_SHARED, _shared_default(), "Shared data folder")
+    return _resolve(path, ENV_SHARED, _shared_default, "Shared data folder")
 
 
 def frll_dir(path: str | Path | None = None) -> Path:
@@ -95,9 +134,10 @@ def frll_dir(path: str | Path | None = None) -> Path:
 
     Source: ``../shared/data/frll/README.md``.
     Convention: ``path`` > ``$ADJOINTLIB_FRLL`` > ``<shared>/data/frll``.
+    Raises FileNotFoundError naming what to set when the folder is missing.
     Shapes: none (returns a path).
     """
-    return _resolve(path, ENV_FRLL, _shared_default() / "data" / "frll", "FRLL folder")
+    return _resolve(path, ENV_FRLL, lambda hint: _shared_default(hint) / "data" / "frll", "FRLL folder")
 
 
 def utkface_zip(path: str | Path | None = None) -> Path:
@@ -105,10 +145,11 @@ def utkface_zip(path: str | Path | None = None) -> Path:
 
     Source: ``../shared/data/utkface/README.md``.
     Convention: ``path`` > ``$ADJOINTLIB_UTKFACE`` > ``<shared>/data/utkface/utkface_128.zip``.
+    Raises FileNotFoundError naming what to set when the file is missing.
     Shapes: none (returns a path).
     """
-    default = _shared_default() / "data" / "utkface" / "utkface_128.zip"
-    return _resolve(path, ENV_UTKFACE, default, "UTKFace zip")
+    return _resolve(path, ENV_UTKFACE, lambda hint: _shared_default(hint) / "data" / "utkface" / "utkface_128.zip",
+                    "UTKFace zip")
 
 
 def model_file(model: str, filename: str) -> Path:
@@ -116,10 +157,12 @@ def model_file(model: str, filename: str) -> Path:
 
     Source: ``../shared/README.md`` (index of ``models/``).
     Convention: ``<shared>`` = ``$ADJOINTLIB_SHARED`` or ``<repo>/../shared``; raises
-    FileNotFoundError if the file is missing.
+    FileNotFoundError if the file is missing (or, outside a checkout, if ``$ADJOINTLIB_SHARED``
+    is not set).
     Shapes: none (returns a path).
     """
-    path = _shared_default() / "models" / model / filename
+    hint = f"pass the weights path explicitly or set the environment variable {ENV_SHARED}"
+    path = _shared_default(hint) / "models" / model / filename
     if not path.is_file():
         raise FileNotFoundError(
             f"Model file {path} not found. Pass the weights path explicitly or set the "
@@ -129,10 +172,14 @@ def model_file(model: str, filename: str) -> Path:
 
 
 def cache_dir(path: str | Path | None = None) -> Path:
-    """The cache folder for aligned arrays (created if missing, git-ignored).
+    """The cache folder for aligned arrays and baseline morphs (created if missing).
 
-    Source: project convention (``cache/`` is in ``.gitignore``).
-    Convention: ``path`` > ``$ADJOINTLIB_CACHE`` > ``<repo>/cache/faces``.
+    Source: project convention; ``platformdirs`` for the per-user cache location.
+    Convention: ``path`` > ``$ADJOINTLIB_CACHE`` > ``platformdirs.user_cache_dir("adjointlib")/faces``
+    (``~/.cache/adjointlib/faces`` on Linux, ``~/Library/Caches/adjointlib/faces`` on macOS,
+    ``%LOCALAPPDATA%\\adjointlib\\Cache\\faces`` on Windows), the same whether or not the library
+    runs from a checkout. Raises ImportError naming ``$ADJOINTLIB_CACHE`` if the default is needed
+    and ``platformdirs`` (the ``faces`` extra) is missing.
     Shapes: none (returns a path).
     """
     if path is not None:
@@ -140,10 +187,14 @@ def cache_dir(path: str | Path | None = None) -> Path:
     elif os.environ.get(ENV_CACHE):
         out = Path(os.environ[ENV_CACHE]).expanduser()
     else:
-        out = repo_root() / "cache" / "faces"
+        try:
+            import platformdirs
+        except ImportError as error:
+            raise ImportError(f"the default cache folder needs platformdirs (pip install 'adjointlib[faces]'); "
+                              f"or set the environment variable {ENV_CACHE} to a folder") from error
+        out = Path(platformdirs.user_cache_dir("adjointlib", appauthor=False)) / "faces"
     out.mkdir(parents=True, exist_ok=True)
     return out
-
 
 
 def load_frozen_weights(net, path: Path, what: str):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import write_bytes_atomic as _write_atomic
 from ..faces import (EVAL_SIZE, embed_images, frll_bona_fide, get_fr_system, images_to_tensor, load_frll_aligned,
                      margin_summary, mmpmr, mmpmr_interval, morph_contributor_scores, tensor_to_images)
 from .dim import dim_start
@@ -33,12 +34,6 @@ __all__ = ["MorphScorer", "MorphJob", "run_morphs", "merge_batches", "read_recor
            "run_environment", "EVAL_SYSTEMS"]
 
 EVAL_SYSTEMS = ("mobilefacenet", "dlib_resnet")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:

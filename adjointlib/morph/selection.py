@@ -1,7 +1,7 @@
 """Which FRLL pairs a morph experiment uses, and in which order.
 
-The committed list (``data/frll_morph_pairs.csv``, SYN-MAD-style: the 250 most similar same-gender
-pairs of each gender under the dlib ResNet) is the population.  The headline set is a seeded random
+The committed list (``adjointlib/faces/data/frll_morph_pairs.csv``, SYN-MAD-style: the 250 most similar
+same-gender pairs of each gender under the dlib ResNet) is the population.  The headline set is a seeded random
 sample of it, stratified by gender; the most similar pairs of each gender are a labelled subset
 (``order="similar"``), not the headline: a third of them already match each other unmorphed.
 """
