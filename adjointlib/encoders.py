@@ -38,8 +38,16 @@ def ddim_invert(model, schedule, x0, z=None, *, steps, t_start=None, t_end=None,
     already below sqrt(eps) · max(1, |x_s|_∞)) is accepted too: in float32 a network's own round-off can keep
     |Δx_s| a little above 8·eps.  Convergence is decided per sample and a converged sample is frozen while
     the others iterate, so a sample's x_T does not depend on its batch-mates (beyond the network's own
-    batch-size-dependent round-off).  Raises RuntimeError if a sample reaches neither in ``max_iters``.
+    batch-size-dependent round-off).
     Returns x_T, (b, ...).
+    Raises:
+        TypeError: ``model`` is not callable; ``schedule``, ``x0``, ``z`` or ``steps`` of the wrong type
+            (``plan_sampling``); the model's output is not a tensor of x0's dtype and device.
+        ValueError: ``max_iters`` is not a positive int or ``tol`` is not positive; an invalid ``x0``, ``z`` or grid
+            (``steps``, ``t_start``, ``t_end``: ``plan_sampling``); the model's output has another shape.
+        RuntimeError: a sample reaches neither stopping rule in ``max_iters`` iterations at some step (the message
+            names the time and the number of such samples).
+        FloatingPointError: the model returns NaN or Inf (``call_model``).
     """
     check_model(model)
     check_state(x0, "x0")
@@ -108,6 +116,13 @@ def cycle_sde_encode(model, schedule, x0, z=None, *, steps, t_start=None, t_end=
     h = λ_{t_{i+1}} − λ_{t_i} > 0, with x_{t_i} = α_{t_i} x_0 + σ_{t_i} n_i (independent n_i) for
     i < N and x_{t_N} = x_0.  draws: the n_i, (N, b, ...) standard normals (default: drawn with
     ``generator``).  Shapes: x0 (b, ...) → x_T (b, ...), noises (N, b, ...).
+    Raises:
+        TypeError: ``model`` is not callable, ``generator`` is not a torch.Generator, or ``schedule``, ``x0``, ``z``
+            or ``steps`` of the wrong type (``plan_sampling``); the model's output is not a tensor of x0's
+            dtype and device.
+        ValueError: ``draws`` is not (N, *x0.shape) of x0's dtype and device; an invalid ``x0``, ``z`` or grid
+            (``steps``, ``t_start``, ``t_end``: ``plan_sampling``); the model's output has another shape.
+        FloatingPointError: the model returns NaN or Inf (``call_model``).
     """
     check_model(model)
     check_state(x0, "x0")

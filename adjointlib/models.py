@@ -109,7 +109,11 @@ class EpsilonFromV(_PredictionToEpsilon):
 
 
 def as_epsilon_model(model, schedule: VPSchedule, prediction_type: str = "epsilon"):
-    """Wrap ``model(x, t, z)`` predicting ``prediction_type`` (diffusers names) as an ε-model."""
+    """Wrap ``model(x, t, z)`` predicting ``prediction_type`` (diffusers names) as an ε-model.
+
+    Raises:
+        ValueError: ``prediction_type`` is not one of ``PREDICTION_TYPES`` ("epsilon", "sample", "v_prediction").
+    """
     if prediction_type == "epsilon":
         return model
     if prediction_type == "sample":
@@ -130,6 +134,8 @@ class ClipDenoised(nn.Module):
     inversion and every adjoint apply to it unchanged (its Jacobian is piecewise: ∂ε̃/∂x = I/σ_t on
     clipped entries), but it is a different ODE from that of ε_θ, and the convergence orders assume a
     smooth model.
+    Raises (constructor):
+        ValueError: ``bound`` is not positive.
     """
 
     def __init__(self, model, schedule: VPSchedule, bound: float = 1.0):
@@ -181,7 +187,9 @@ class Autocast(nn.Module):
     type; the output is cast back to x.dtype, so samplers, adjoints and VJPs keep float32 states and see a
     model with a relative error of about 1e-2 (bf16's 8-bit mantissa).  Gradients flow through autocast as
     through any op.  Not for the reversible method (its inverse amplifies each evaluation's rounding).
-    x: (b, ...), t: (b,), output shaped like x.  Raises ValueError for a dtype other than bf16 or fp16.
+    x: (b, ...), t: (b,), output shaped like x.
+    Raises (constructor):
+        ValueError: ``dtype`` is neither torch.bfloat16 nor torch.float16.
     """
 
     def __init__(self, model, dtype: torch.dtype = torch.bfloat16):
@@ -203,6 +211,8 @@ class DiffusersUNet(nn.Module):
     Time mapping: with ``DiscreteVP`` the schedule's time is the diffusers timestep, so
     ``time_scale=1``; for a model trained on continuous t ∈ [0, 1] with timesteps 1000·t use
     ``time_scale=1000``.  Learned-variance outputs (2C channels) are cut to the ε half.
+    Raises (constructor):
+        ValueError: ``conditioning`` is not None, "class" or "encoder".
     """
 
     def __init__(self, unet: nn.Module, conditioning: str | None = None, time_scale: float = 1.0):
@@ -212,6 +222,12 @@ class DiffusersUNet(nn.Module):
         self.unet, self.conditioning, self.time_scale = unet, conditioning, float(time_scale)
 
     def forward(self, x, t, z=None):
+        """ε_θ(x, z, t): x (b, C, H, W), t (b,) in the schedule's time unit (times ``time_scale`` gives the UNet's
+        timestep), z passed as set by ``conditioning``; output (b, C, H, W).
+
+        Raises:
+            ValueError: ``z`` is given to an unconditional model (``conditioning`` None).
+        """
         kwargs = {}
         if self.conditioning == "class":
             kwargs["class_labels"] = z

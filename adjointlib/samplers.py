@@ -77,7 +77,11 @@ class ReversibleSampler:
 @dataclass(frozen=True)
 class TorchdiffeqSampler:
     """A torchdiffeq solver on dy/dν = ε (``adjointlib.gradients.blackbox``): "rk4" on the grid mapped to ν, or an
-    adaptive method (e.g. "dopri5") from the first to the last time with ``rtol``/``atol``.  ODE only."""
+    adaptive method (e.g. "dopri5") from the first to the last time with ``rtol``/``atol``.  ODE only.
+    Raises (constructor):
+        TypeError: ``method`` is not a string.
+        ValueError: ``rtol`` or ``atol`` is not positive.
+    """
 
     method: str = "rk4"
     rtol: float = 1e-5

@@ -43,12 +43,27 @@ class VPSchedule:
     t_max: float
 
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """log α_t for t in the schedule's time unit.  Shape of ``t``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
         raise NotImplementedError
 
     def d_log_alpha_dt(self, t: torch.Tensor) -> torch.Tensor:
+        """d log α_t / dt = f(t) (paper eq. 1.5), per unit of the schedule's time.  Shape of ``t``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
         raise NotImplementedError
 
     def t_of_log_alpha(self, log_alpha: torch.Tensor) -> torch.Tensor:
+        """Inverse of log α: the time t (schedule's unit) with log α_t = ``log_alpha``.  Shape of ``log_alpha``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
         raise NotImplementedError
 
     def alpha(self, t) -> torch.Tensor:
@@ -120,6 +135,9 @@ class LinearVP(VPSchedule):
     Paper eq. (I.1): log α_t = −(β₁ − β₀) t²/4 − β₀ t/2;  f = −β(t)/2;  g² = β(t) = β₀ + (β₁ − β₀) t.
     Inverse (dpm-solver's NoiseScheduleVP): with u = 2(β₁ − β₀) log(1 + e^{−2λ}),
     t = u / (sqrt(β₀² + u) + β₀) / (β₁ − β₀).
+    Raises (constructor):
+        ValueError: not ``beta_max > beta_min > 0``; ``t_min`` >= 1, or a ``t_min`` where λ is not finite (t_min = 0:
+            σ = 0; ``check_range``).
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3):
@@ -150,6 +168,9 @@ class CosineVP(VPSchedule):
     log α_t = log cos(π/2 · (t + s)/(1 + s)) − log cos(π/2 · s/(1 + s)), s = 0.008;
     f(t) = −π/(2(1 + s)) · tan(π/2 · (t + s)/(1 + s)).  t_max = 0.9946 as in dpm-solver,
     where the schedule is still well conditioned.
+    Raises (constructor):
+        ValueError: ``t_min`` < 0 or ``t_max`` >= 1; ``t_min`` >= ``t_max``, or λ not finite at an end (t_min = 0:
+            σ = 0; ``check_range``).
     """
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, t_max: float = 0.9946):
@@ -202,7 +223,13 @@ class DiscreteVP(VPSchedule):
 
     @classmethod
     def from_diffusers(cls, scheduler) -> "DiscreteVP":
-        """Build from any diffusers scheduler exposing ``alphas_cumprod`` (DDPM, DDIM, DPMSolver…)."""
+        """Build from any diffusers scheduler exposing ``alphas_cumprod`` (DDPM, DDIM, DPMSolver…).
+
+        Raises:
+            TypeError: ``scheduler`` has no ``alphas_cumprod``.
+            ValueError: its ``alphas_cumprod`` has fewer than two entries, entries outside (0, 1), or is not strictly
+                decreasing (``DiscreteVP``).
+        """
         if not hasattr(scheduler, "alphas_cumprod"):
             raise TypeError(f"{type(scheduler).__name__} has no 'alphas_cumprod' attribute")
         return cls(scheduler.alphas_cumprod)

@@ -64,6 +64,8 @@ def sde_dpm_solver_1_step(schedule, x_s, s, t, eps_s, prev=None, noise=None):
 
     x_t = (α_t/α_s) x_s − 2σ_t (e^h − 1) ε_θ(x_s, z, s) + σ_t sqrt(e^{2h} − 1) ξ,
     h = λ_t − λ_s > 0, ξ = ``noise`` ~ N(0, I).  Shapes: (b, ...) → (b, ...).
+    Raises:
+        ValueError: ``noise`` is None.
     """
     if noise is None:
         raise ValueError("sde_dpm_solver_1_step needs a noise tensor")

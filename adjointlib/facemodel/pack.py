@@ -28,7 +28,11 @@ LICENCE = "UTKFace-derived canonical face crops: non-commercial research use onl
 
 
 def write_pack(images: np.ndarray, path, quality: int = 90, source: str = "") -> Path:
-    """Write ``images`` (N, S, S, 3) uint8 as a JPEG pack at ``path``, atomically (temporary file, then rename)."""
+    """Write ``images`` (N, S, S, 3) uint8 as a JPEG pack at ``path``, atomically (temporary file, then rename).
+
+    Raises:
+        ValueError: ``images`` is not an (N, S, S, 3) uint8 array, or ``quality`` is outside 1..100.
+    """
     from PIL import Image
 
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
@@ -49,7 +53,14 @@ def write_pack(images: np.ndarray, path, quality: int = 90, source: str = "") ->
 
 
 def read_pack(path) -> np.ndarray:
-    """The images of a pack written by ``write_pack``: (N, S, S, 3) uint8, in pack order."""
+    """The images of a pack written by ``write_pack``: (N, S, S, 3) uint8, in pack order.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``path`` is not a training pack (no pack.json), holds another number of images than pack.json
+            says (a truncated upload), or images of another size than pack.json's.
+        zipfile.BadZipFile: ``path`` is not a zip file.
+    """
     from PIL import Image
 
     path = Path(path)

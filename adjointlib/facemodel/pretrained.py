@@ -54,7 +54,11 @@ def _copy_as(module, dtype):
 def load_face_model(path_or_id, dtype=torch.float32, device="cpu") -> FaceDiffusionModel:
     """Load one of our face models from a folder, or a public diffusers DDPM (folder or hub id).
 
-    Raises FileNotFoundError naming the path when a local folder is incomplete.
+    Raises:
+        FileNotFoundError: a face model folder ``path_or_id`` (with face_model.json) lacks unet/, scheduler/ or
+            encoder.safetensors, or an existing folder is neither a face model nor a diffusers pipeline folder
+            (no unet/); the message names the path.
+        OSError: diffusers cannot load the hub id ``path_or_id`` (raised by ``from_pretrained``).
     """
     from diffusers import DDPMScheduler, UNet2DModel
 
@@ -84,7 +88,11 @@ def load_face_model(path_or_id, dtype=torch.float32, device="cpu") -> FaceDiffus
 
 
 def load_default_face_model(dtype=torch.float32, device="cpu") -> FaceDiffusionModel:
-    """The embedded ``faces32`` model that ships with the repository (see DEFAULT_MODEL_DIR)."""
+    """The embedded ``faces32`` model that ships with the repository (see DEFAULT_MODEL_DIR).
+
+    Raises:
+        FileNotFoundError: the embedded model folder (``DEFAULT_MODEL_DIR``) is missing or incomplete.
+    """
     if not (DEFAULT_MODEL_DIR / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"the embedded face model is missing from {DEFAULT_MODEL_DIR}; train one with "
                                 "python -m adjointlib.facemodel.train --config faces32 --out runs/faces32")

@@ -73,9 +73,11 @@ class Trainer:
     ``settings`` (saved in the checkpoint and the exported card): precision, warmup_steps, grad_clip,
     log_every, device (type) and init_from ({"folder", "weights_sha256": {file: hex}, "train_steps"}).
 
-    Raises ValueError for images of another shape or dtype, an ``init_from`` that is no model folder or
-    whose architecture differs from ``config`` (naming --init-from), and a checkpoint written with another
-    configuration or other settings.
+    Raises (constructor):
+        ValueError: ``images`` of another shape or dtype than (N, S, S, 3) uint8 with S = config.image_size;
+            ``precision`` other than None, "bf16" or "fp32"; an ``init_from`` that is no model folder or whose
+            architecture differs from ``config`` (naming --init-from); a checkpoint in ``out`` written with
+            another configuration or other settings.
     """
 
     def __init__(self, config: FaceModelConfig, images: np.ndarray, out: Path, device="cpu", *, precision=None,
@@ -148,7 +150,11 @@ class Trainer:
         return loss.detach()
 
     def run(self, steps: int | None = None, progress: bool | None = None) -> None:
-        """Train until ``steps`` (default config.train_steps) steps of this run, checkpointing as it goes."""
+        """Train until ``steps`` (default config.train_steps) steps of this run, checkpointing as it goes.
+
+        Raises:
+            ValueError: the run's checkpoint was written on another device type (resume it there, --device).
+        """
         if self.generator is None:
             raise ValueError(f"{self.out / 'checkpoint.pt'} was written on {self.settings['device']}; "
                              f"resume it there (--device)")
@@ -234,6 +240,16 @@ def _describe_start(folder: Path, config: FaceModelConfig) -> dict:
 
 
 def main(argv=None):
+    """Command line: train a face model in --out (resuming its checkpoint) and export its EMA weights.
+
+    argv: the arguments (default ``sys.argv[1:]``); --export-only exports the last checkpoint without training.
+    Raises:
+        SystemExit: --export-only without a checkpoint.pt in --out, a --pack of another crop size than the
+            configuration's image_size, or argparse's exit on invalid arguments or --help.
+        ValueError: a malformed --pack (``read_pack``); as ``Trainer`` and ``Trainer.run`` (images, --precision,
+            --init-from, a checkpoint written with another configuration, other settings or on another device type).
+        FileNotFoundError: a missing --pack or UTKFace zip (--data).
+    """
     parser = argparse.ArgumentParser(description="Train a DiffAE-style face diffusion model (resumable).")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="faces32")
     parser.add_argument("--out", required=True, help="run folder (checkpoint, loss log, exported model)")

@@ -42,6 +42,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     Convention: solve x' = a·x − b·y + t_x, y' = b·x + a·y + t_y in the least-squares sense and
     return M = [[a, −b, t_x], [b, a, t_y]] (apply as ``p' = M[:, :2] @ p + M[:, 2]``).
     Shapes: src (K, 2), dst (K, 2) with K >= 2 -> M (2, 3) float64.
+    Raises:
+        ValueError: ``src`` or ``dst`` is not (K, 2) or not finite, their shapes differ, or K < 2.
     """
     src, dst = _check_points(src, "src"), _check_points(dst, "dst")
     if src.shape != dst.shape or src.shape[0] < 2:
@@ -60,6 +62,8 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     Source: standard homogeneous-coordinate convention (as ``cv2.transform``).
     Convention: p' = A p + t with ``matrix = [A | t]``.
     Shapes: matrix (2, 3), points (K, 2) -> (K, 2) float64.
+    Raises:
+        ValueError: ``matrix`` is not (2, 3), or ``points`` is not (K, 2) or not finite.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3):
@@ -72,6 +76,9 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 
     Source: standard linear algebra. Convention: [A | t]⁻¹ = [A⁻¹ | −A⁻¹ t].
     Shapes: (2, 3) -> (2, 3) float64.
+    Raises:
+        ValueError: ``matrix`` is not (2, 3).
+        numpy.linalg.LinAlgError: its linear part ``matrix[:, :2]`` is singular.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3):
@@ -90,6 +97,9 @@ class YuNetDetector:
     (the model zoo demo's value, used for ``landmarks_5pt.csv``); highest-scoring face wins.
     Not differentiable: landmarks are constants for the crops.
     Shapes: image (H, W, 3) uint8 -> landmarks (5, 2) float64 and a score, or None.
+    Raises (constructor):
+        FileNotFoundError: no model file at ``model_path`` (default: the shared YuNet model; outside a checkout
+            without ``$ADJOINTLIB_SHARED`` the message names what to set).
     """
 
     def __init__(self, model_path: str | Path | None = None, score_threshold: float = 0.6) -> None:
@@ -113,6 +123,8 @@ class YuNetDetector:
         Source: yunet README, "Output layout" (columns 4-13 landmarks, 14 score).
         Convention: (x, y) in image pixels, pixel centres at integer coordinates.
         Shapes: image (H, W, 3) uint8 RGB -> ((5, 2) float64, float) or None.
+        Raises:
+            ValueError: ``image`` is not an (H, W, 3) uint8 array.
         """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -43,6 +43,10 @@ def load_frll_aligned(size: int = 64, root: str | Path | None = None,
     Convention: cached in ``cache_dir(cache)/frll_canonical_<size>.npz``, keyed by the crop
     geometry and the data folder; the first call takes a few seconds.
     Shapes: -> FRLLAligned with (102, size, size, 3) uint8 arrays.
+    Raises:
+        ValueError: ``size`` < 8.
+        FileNotFoundError: the FRLL folder (``root``, ``$ADJOINTLIB_FRLL`` or the shared default) or a file of it
+            is missing.
     """
     size = int(size)
     if size < 8:

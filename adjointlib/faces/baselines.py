@@ -40,6 +40,9 @@ def pixel_blend(a: np.ndarray, b: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     Convention: inputs are canonical crops (so the 5 landmarks already coincide); rounding to
     uint8.
     Shapes: a, b (..., H, W, 3) uint8 -> same shape uint8.
+    Raises:
+        ValueError: ``a`` and ``b`` are not uint8 (..., H, W, 3) arrays of the same shape, or ``alpha`` is outside
+            [0, 1].
     """
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.dtype != np.uint8 or b.dtype != np.uint8 or a.shape[-1] != 3:
@@ -56,6 +59,8 @@ def delaunay_triangles(points: np.ndarray) -> np.ndarray:
     and every vertex is mapped back to the first input point at that position.
     Convention: triangles touching OpenCV's virtual outer vertices are dropped.
     Shapes: points (K, 2) -> (T, 3) int64.
+    Raises:
+        ValueError: ``points`` is not (K, 2) with K >= 3.
     """
     import cv2
 
@@ -118,6 +123,10 @@ def landmark_morph(image_a: np.ndarray, points_a: np.ndarray, landmarks_a: np.nd
     images at the corresponding point of each face (one interpolation); colours blended
     (1 − α)·A + α·B; rendered at max(size, 256), then area-resized.
     Shapes: images (H, W, 3) uint8, points (K, 2), landmarks (5, 2) -> (size, size, 3) uint8.
+    Raises:
+        ValueError: ``image_a`` or ``image_b`` is not (H, W, 3) uint8, ``points_a`` and ``points_b`` differ in
+            shape, ``alpha`` is outside [0, 1], or a landmark array is not (5, 2) and finite.
+        RuntimeError: the triangulation leaves pixels of the crop uncovered.
     """
     import cv2
 
@@ -160,6 +169,9 @@ def frll_baseline_morphs(method: str, pairs: list[dict], size: int = 128, root: 
     Convention: morphs are made once at 256x256 (cached in ``cache_dir(cache)``, keyed by
     method, pairs and geometry), then area-resized to ``size``.
     Shapes: M pairs -> (M, size, size, 3) uint8.
+    Raises:
+        ValueError: ``method`` is not one of ``BASELINES``.
+        FileNotFoundError: the FRLL folder (``root``) or a file of it is missing.
     """
     if method not in BASELINES:
         raise ValueError(f"method must be one of {BASELINES}, got {method!r}")

@@ -82,6 +82,8 @@ def canonical_transform(landmarks: np.ndarray, size: int) -> np.ndarray:
     Convention: least-squares similarity from the 5 landmarks to CANONICAL_TEMPLATE·S − 0.5;
     p_crop = M[:, :2] p_image + M[:, 2] (pixel centres at integers).
     Shapes: landmarks (5, 2), YuNet order -> M (2, 3) float64.
+    Raises:
+        ValueError: ``size`` < 1, or ``landmarks`` is not (5, 2) and finite.
     """
     if int(size) < 1:
         raise ValueError(f"size must be a positive integer, got {size}")
@@ -116,6 +118,8 @@ def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
     Convention: the unit frame is preserved (pixel edges map to pixel edges), so a resized
     canonical crop is the canonical crop at the new size up to resampling.
     Shapes: (N, S, S, 3) uint8 -> (N, size, size, 3) uint8.
+    Raises:
+        ValueError: ``images`` is not an (N, S, S, 3) uint8 array.
     """
     import cv2
 
@@ -137,6 +141,8 @@ def unit_affine_to_theta(matrix: np.ndarray) -> torch.Tensor:
     Convention: if u_in = A u_out + t then theta = [A | A·(1, 1) + 2t − 1], for
     ``F.affine_grid(theta, size, align_corners=False)``.
     Shapes: (2, 3) -> (2, 3) float64 tensor.
+    Raises:
+        ValueError: ``matrix`` is not (2, 3).
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.shape != (2, 3):
@@ -156,6 +162,8 @@ def crop_from_canonical(x: torch.Tensor, template: np.ndarray, size: int, fill: 
     takes the value ``fill`` (−1 = black for images in [-1, 1]), computed as
     grid_sample(x − fill) + fill; any canonical resolution and floating dtype.
     Shapes: x (N, C, S, S) -> (N, C, size, size).
+    Raises:
+        ValueError: ``x`` is not a floating (N, C, S, S) tensor, or ``template`` is not (5, 2) and finite.
     """
     if x.ndim != 4 or x.shape[-1] != x.shape[-2] or not x.is_floating_point():
         raise ValueError(f"x must be a floating (N, C, S, S) tensor, got {tuple(x.shape)} {x.dtype}")
@@ -191,6 +199,9 @@ def dlib_chip_exact(image: np.ndarray, sp5_landmarks: np.ndarray) -> np.ndarray:
     chip pixel (u, v) samples the image at c + k R(θ) (u − 74.5, v − 74.5), k = (150 s − 1)/149,
     bilinear in float64 (outside pixels are 0), then truncation to uint8.
     Shapes: image (H, W, 3) uint8, sp5_landmarks (5, 2) in dlib order -> (150, 150, 3) uint8.
+    Raises:
+        ValueError: ``image`` is not (H, W, 3) uint8, ``sp5_landmarks`` is not (5, 2) and finite, or the chip scale
+            s exceeds 1.99 (dlib would use its image pyramid: downscale the image first).
     """
     image = _check_image(image)
     t = similarity_transform(DLIB_SP5_TEMPLATE_150, sp5_landmarks)
@@ -220,6 +231,8 @@ def images_to_tensor(images: np.ndarray, dtype: torch.dtype = torch.float32) -> 
     Source: project convention (diffusion models and FR wrappers take images in [-1, 1]).
     Convention: x = p / 127.5 − 1, channels first.
     Shapes: (N, H, W, 3) or (H, W, 3) uint8 -> (N, 3, H, W) in [-1, 1].
+    Raises:
+        ValueError: ``images`` is not an (N, H, W, 3) or (H, W, 3) uint8 array.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape[-1] != 3 or images.ndim not in (3, 4):
@@ -233,6 +246,8 @@ def tensor_to_images(x: torch.Tensor) -> np.ndarray:
 
     Source: project convention. Convention: p = round(clip((x + 1) · 127.5, 0, 255)).
     Shapes: (N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8.
+    Raises:
+        ValueError: ``x`` is not (N, 3, H, W).
     """
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"x must be (N, 3, H, W), got {tuple(x.shape)}")

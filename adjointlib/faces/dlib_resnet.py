@@ -77,7 +77,11 @@ class DlibResNet(nn.Module):
         return y * g.view(1, -1, 1, 1) + b.view(1, -1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Descriptor of 150x150 chips with 0-255 pixel values; (N, 3, 150, 150) -> (N, 128)."""
+        """Descriptor of 150x150 chips with 0-255 pixel values; (N, 3, 150, 150) -> (N, 128).
+
+        Raises:
+            ValueError: ``x`` is not (N, 3, 150, 150).
+        """
         if x.ndim != 4 or x.shape[1:] != (3, 150, 150):
             raise ValueError(f"DlibResNet expects (N, 3, 150, 150), got {tuple(x.shape)}")
         x = (x - self.mean) / 256.0

@@ -92,6 +92,9 @@ def morph_contributor_scores(system: FaceRecognizer, morph_embeddings: torch.Ten
     Convention: morphs were made from the neutral photos of ``pairs[m]["id_a"]`` and
     ``["id_b"]``; column n = similarity to the smiling photo of contributor n.
     Shapes: morph_embeddings (M, D) -> (M, 2).
+    Raises:
+        ValueError: ``pairs`` and ``morph_embeddings`` differ in length.
+        KeyError: a contributor id of ``pairs`` is not among ``aligned.ids``.
     """
     if len(pairs) != len(morph_embeddings):
         raise ValueError(f"{len(pairs)} pairs but {len(morph_embeddings)} morph embeddings")

@@ -63,6 +63,9 @@ def read_tem(path: str | Path) -> Template:
     point indices.
     Convention: coordinates in pixels of the image the template belongs to.
     Shapes: -> Template with points (K, 2) (K = 189 for FRLL).
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: ``path`` is not a valid .tem template (a missing or malformed count, point or line).
     """
     path = Path(path)
     if not path.is_file():
@@ -107,6 +110,8 @@ def load_frll_info(root: str | Path | None = None) -> list[dict]:
     Convention: dicts with ``id`` (3-digit string), ``age`` (int or None), ``gender``
     ("female"/"male"), ``ethnicity``; sorted by id.
     Shapes: -> list of 102 dicts.
+    Raises:
+        FileNotFoundError: the FRLL folder (``root``) or its london_info.csv is missing.
     """
     path = frll_dir(root) / "london_info.csv"
     if not path.is_file():
@@ -125,6 +130,9 @@ def frll_image_path(face_id: str, expression: str, root: str | Path | None = Non
 
     Source: FRLL README, "Naming". Convention: ``face_id`` is the 3-digit id of london_info.
     Shapes: none (returns a path).
+    Raises:
+        ValueError: ``expression`` is not a key of ``FRLL_EXPRESSIONS`` ("neutral", "smiling").
+        FileNotFoundError: the FRLL folder (``root``) is missing (the photo itself is not checked).
     """
     if expression not in FRLL_EXPRESSIONS:
         raise ValueError(f"expression must be one of {sorted(FRLL_EXPRESSIONS)}, got {expression!r}")
@@ -137,6 +145,9 @@ def load_frll_image(face_id: str, expression: str, root: str | Path | None = Non
 
     Source: FRLL README (600x600 RGB JPEG). Convention: uint8 RGB, pixel (row, column).
     Shapes: -> (600, 600, 3) uint8.
+    Raises:
+        ValueError: ``expression`` is not a key of ``FRLL_EXPRESSIONS`` ("neutral", "smiling").
+        FileNotFoundError: the FRLL folder (``root``) or the photo of ``face_id`` is missing.
     """
     from PIL import Image
 
@@ -164,6 +175,9 @@ def load_frll_landmarks_5pt(root: str | Path | None = None, source: str = "yunet
     order (image-left eye, image-right eye, nose tip, image-left and image-right mouth
     corner); ``"dlib_sp5"`` gives dlib's 5-point shape (for :func:`~.crops.dlib_chip_exact`).
     Shapes: -> {(id, expression): (5, 2) float64}.
+    Raises:
+        ValueError: ``source`` is neither "yunet" nor "dlib_sp5".
+        FileNotFoundError: the FRLL folder (``root``) or its landmarks_5pt.csv is missing.
     """
     if source not in ("yunet", "dlib_sp5"):
         raise ValueError(f"source must be 'yunet' or 'dlib_sp5', got {source!r}")
@@ -191,6 +205,10 @@ def download_frll(dest: str | Path, ref: str = "HEAD", size: int = 600) -> Path:
     by size/1350; ``landmarks_5pt.csv`` gets YuNet rows only (the ``dlib_sp5`` rows need dlib).
     Needs internet access (not exercised by the tests). Point ``$ADJOINTLIB_FRLL`` at ``dest``.
     Shapes: none (returns ``dest``).
+    Raises:
+        RuntimeError: YuNet finds no face in a downloaded photo.
+        urllib.error.URLError: a file cannot be fetched (no internet access; HTTPError for an unknown ``ref``).
+        FileNotFoundError: the YuNet model is missing (``YuNetDetector``).
     """
     import io
     import urllib.request

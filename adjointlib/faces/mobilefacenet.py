@@ -125,7 +125,11 @@ class MobileFaceNet(nn.Module):
         self.bn = nn.BatchNorm2d(128)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Embed normalised 112x112 crops; shapes (N, 3, 112, 112) -> (N, 128)."""
+        """Embed normalised 112x112 crops; shapes (N, 3, 112, 112) -> (N, 128).
+
+        Raises:
+            ValueError: ``x`` is not (N, 3, 112, 112).
+        """
         if x.ndim != 4 or x.shape[1:] != (3, 112, 112):
             raise ValueError(f"MobileFaceNet expects (N, 3, 112, 112), got {tuple(x.shape)}")
         x = self.features(self.dw_conv(self.conv1(x)))

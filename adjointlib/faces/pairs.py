@@ -43,6 +43,9 @@ def select_morph_pairs(similarity: np.ndarray, ids: np.ndarray, genders: np.ndar
     similarity (ties by ids) and the first ``per_gender`` kept (fewer if the gender has fewer
     pairs); genders in sorted order; ``pair`` numbers the rows from 0.
     Shapes: similarity (P, P), ids (P,), genders (P,) -> list of dicts (MORPH_PAIRS_FIELDS).
+    Raises:
+        ValueError: ``similarity`` is not (P, P) or not symmetric, or ``genders`` is not (P,), for P = len(ids);
+            ``per_gender`` < 1.
     """
     similarity, ids, genders = np.asarray(similarity, dtype=np.float64), np.asarray(ids), np.asarray(genders)
     n = len(ids)
@@ -86,6 +89,8 @@ def load_morph_pairs(path: str | Path | None = None) -> list[dict]:
     Source: project convention. Convention: ids as 3-digit strings, ``pair`` and
     ``rank_in_gender`` as int, ``similarity`` as float.
     Shapes: -> list of dicts (MORPH_PAIRS_FIELDS).
+    Raises:
+        FileNotFoundError: no pair list at ``path`` (or at the packaged default).
     """
     path = Path(path) if path is not None else default_pairs_path()
     if not path.is_file():

@@ -71,6 +71,8 @@ def repo_root(hint: str | None = None) -> Path:
     checkout (see :func:`in_checkout`) raises a one-line FileNotFoundError ending with
     ``hint`` (what to set instead; the default names ``$ADJOINTLIB_SHARED``).
     Shapes: none (returns a path).
+    Raises:
+        FileNotFoundError: this adjointlib does not run from a source checkout (the message ends with ``hint``).
     """
     root = _candidate_root()
     if not in_checkout():
@@ -160,6 +162,9 @@ def model_file(model: str, filename: str) -> Path:
     FileNotFoundError if the file is missing (or, outside a checkout, if ``$ADJOINTLIB_SHARED``
     is not set).
     Shapes: none (returns a path).
+    Raises:
+        FileNotFoundError: ``<shared>/models/<model>/<filename>`` is missing, or (outside a checkout)
+            ``$ADJOINTLIB_SHARED`` is not set.
     """
     hint = f"pass the weights path explicitly or set the environment variable {ENV_SHARED}"
     path = _shared_default(hint) / "models" / model / filename
@@ -178,9 +183,11 @@ def cache_dir(path: str | Path | None = None) -> Path:
     Convention: ``path`` > ``$ADJOINTLIB_CACHE`` > ``platformdirs.user_cache_dir("adjointlib")/faces``
     (``~/.cache/adjointlib/faces`` on Linux, ``~/Library/Caches/adjointlib/faces`` on macOS,
     ``%LOCALAPPDATA%\\adjointlib\\Cache\\faces`` on Windows), the same whether or not the library
-    runs from a checkout. Raises ImportError naming ``$ADJOINTLIB_CACHE`` if the default is needed
-    and ``platformdirs`` (the ``faces`` extra) is missing.
+    runs from a checkout.
     Shapes: none (returns a path).
+    Raises:
+        ImportError: ``path`` is None, ``$ADJOINTLIB_CACHE`` is not set and ``platformdirs`` (the ``faces`` extra)
+            is missing; the message names ``$ADJOINTLIB_CACHE``.
     """
     if path is not None:
         out = Path(path).expanduser()
@@ -201,8 +208,10 @@ def load_frozen_weights(net, path: Path, what: str):
     """Load a state_dict strictly into ``net`` and freeze it (eval mode, no parameter gradients).
 
     Source: the model folders' READMEs ("load with map_location='cpu'", strict load).
-    Convention: gradients still flow to the network's input.  Raises FileNotFoundError naming
-    ``what`` and the path when the file is missing.  Returns ``net``.
+    Convention: gradients still flow to the network's input.  Returns ``net``.
+    Raises:
+        FileNotFoundError: no file at ``path`` (the message names ``what`` and the path).
+        RuntimeError: the state dict does not match ``net`` (strict load).
     """
     import torch
 

@@ -39,6 +39,8 @@ def threshold_at_fmr(impostor: np.ndarray, fmr: float = 1e-3) -> float:
     k = floor(fmr · n), δ = s_(k+1); then #{s > δ} <= k, i.e. the empirical FMR is <= fmr
     (= k / n when there are no ties at δ).
     Shapes: impostor (n,) -> float.
+    Raises:
+        ValueError: ``impostor`` is not a non-empty finite 1-D array, or ``fmr`` is outside [0, 1).
     """
     impostor = _scores(impostor, "impostor")
     if not 0.0 <= fmr < 1.0:
@@ -64,6 +66,8 @@ def split_genuine_impostor(scores: np.ndarray, labels: np.ndarray) -> tuple[np.n
     Convention: each unordered pair of distinct images counted once (upper triangle, i < j);
     genuine iff labels[i] == labels[j].
     Shapes: scores (N, N), labels (N,) -> genuine (G,), impostor (I,), G + I = N(N−1)/2.
+    Raises:
+        ValueError: ``scores`` is not a non-empty finite square (N, N) array, or ``labels`` is not (N,).
     """
     scores = _scores(scores, "scores", ndim=2)
     labels = np.asarray(labels)

@@ -41,6 +41,8 @@ class FaceRecognizer(nn.Module):
     scale; ``metric`` is "cosine" (similarity = cos) or "euclidean" (similarity = −‖e₁ − e₂‖).
     Differentiable with respect to ``x``; the network's weights are frozen.
     Shapes: x (N, 3, S, S) -> embeddings (N, D).
+    Raises (constructor):
+        ValueError: ``metric`` is neither "cosine" nor "euclidean", or ``template`` is not (5, 2).
     """
 
     def __init__(self, name: str, network: nn.Module, template: np.ndarray, crop_size: int,
@@ -59,6 +61,9 @@ class FaceRecognizer(nn.Module):
 
         Source: :func:`~.crops.crop_from_canonical`. Convention: values stay in [-1, 1].
         Shapes: (N, 3, S, S) -> (N, 3, crop_size, crop_size).
+        Raises:
+            ValueError: ``x`` is not (N, 3, S, S) (the message names the system), or not floating
+                (``crop_from_canonical``).
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected canonical crops (N, 3, S, S), got {tuple(x.shape)}")
@@ -157,6 +162,9 @@ def register_fr_system(name: str, factory: Callable[..., FaceRecognizer], overwr
     Convention: ``factory(**kwargs)`` must return a FaceRecognizer; names are unique unless
     ``overwrite``.
     Shapes: none.
+    Raises:
+        TypeError: ``factory`` is not callable.
+        ValueError: ``name`` is already registered and ``overwrite`` is False.
     """
     if not callable(factory):
         raise TypeError("factory must be callable")
@@ -170,6 +178,10 @@ def get_fr_system(name: str, **kwargs) -> FaceRecognizer:
 
     Source: project convention. Convention: kwargs go to the factory (e.g. ``weights=path``).
     Shapes: the result maps canonical crops (N, 3, S, S) -> (N, D).
+    Raises:
+        KeyError: ``name`` is not registered (the message lists the available systems).
+        TypeError: the factory returns something other than a ``FaceRecognizer``, or does not accept ``kwargs``.
+        FileNotFoundError: the system's weights are missing (``weights=`` or the shared model folder).
     """
     if name not in _REGISTRY:
         raise KeyError(f"unknown FR system {name!r}; available: {available_fr_systems()}")

@@ -105,7 +105,9 @@ def holm_adjust(p_values) -> list[float]:
     Convention: with the m p-values sorted ascending p_(1) <= ... <= p_(m),
     p̃_(k) = max_{j <= k} min(1, (m − j + 1) p_(j)); rejecting where p̃ < α controls the family-wise error at α.
     (scipy offers only the Benjamini–Hochberg false-discovery adjustment.)
-    Shapes: (m,) -> list of m floats in [0, 1].  Raises ValueError for a value outside [0, 1].
+    Shapes: (m,) -> list of m floats in [0, 1].
+    Raises:
+        ValueError: ``p_values`` is not 1-D, or holds a value outside [0, 1] or NaN.
     """
     p = np.asarray(p_values, dtype=np.float64)
     if p.ndim != 1 or np.any((p < 0) | (p > 1)) or not np.all(np.isfinite(p)):

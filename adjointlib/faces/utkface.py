@@ -101,6 +101,10 @@ def load_utkface_aligned(size: int = 64, zip_path: str | Path | None = None,
     (for quick tests); the full set takes about a minute the first time and
     23,317·64·64·3 bytes ≈ 290 MB at size 64.
     Shapes: -> UTKFaceAligned with images (N, size, size, 3) uint8.
+    Raises:
+        ValueError: ``size`` < 8.
+        FileNotFoundError: the UTKFace zip (``zip_path``, ``$ADJOINTLIB_UTKFACE`` or the shared default) is missing,
+            or, while its landmarks are not cached yet, the YuNet model.
     """
     size = int(size)
     if size < 8:

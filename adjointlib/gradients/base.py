@@ -23,7 +23,11 @@ __all__ = ["refuse_sampler", "model_tensors", "differentiable_params"]
 
 
 def refuse_sampler(method, plan) -> None:
-    """Raises ValueError unless ``method.samplers`` contains the plan's sampler kind."""
+    """Refuse a plan whose sampler kind is not among ``method.samplers``.
+
+    Raises:
+        ValueError: ``plan.sampler`` is an instance of none of ``method.samplers`` (the message names both).
+    """
     if not isinstance(plan.sampler, method.samplers):
         names = ", ".join(kind.__name__ for kind in method.samplers)
         raise ValueError(f"gradient={method.name!r} differentiates {names} samplers, not sampler="

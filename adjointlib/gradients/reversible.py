@@ -101,6 +101,8 @@ def euler_increment(model, schedule, v, s, t, z, noise=None, form="data", sde=Fa
 
     with G = x_θ or ε_θ, returned as the increment v_t − v_s.  Either direction (s > t towards data;
     towards noise ξ enters as −ΔW).  v, ξ: (b, ...).
+    Raises:
+        ValueError: ``sde`` is true and ``noise`` is None.
     """
     (k_s, c_s, n_s, a_s, sg_s), (_, c_t, n_t, _, _) = _frame(schedule, form, sde, s, t)
     out = (c_t - c_s) * _prediction(model, form, k_s * v, s, z, a_s, sg_s, guard)

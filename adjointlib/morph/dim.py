@@ -25,6 +25,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, w: float = 0.5) -> torch.Tensor:
 
     Paper Algorithm 2, line 7: slerp(a, b; w) = sin((1−w)θ)/sin θ · a + sin(wθ)/sin θ · b,
     cos θ = <a, b>/(|a||b|); falls back to lerp when θ ≈ 0.  Shapes: (b, ...) x2 -> (b, ...).
+    Raises:
+        ValueError: ``a`` and ``b`` differ in shape.
     """
     if a.shape != b.shape:
         raise ValueError(f"slerp needs equal shapes, got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -63,6 +65,11 @@ def dim_start(model, x_a: torch.Tensor, x_b: torch.Tensor, *, steps, sde: bool =
     that sampling an unblended start returns its face.  ``encode_nfe`` counts the ε evaluations of
     encoding a and b together (one batch of 2b, as the paper counts, H.2).  SDE only: draws (N, b, 3, S, S),
     the Cycle-SDE draws n_i shared by a and b (default: drawn with ``generator``).
+    Raises:
+        ValueError: ``x_a`` and ``x_b`` differ in shape; an invalid ``steps`` or ``draws`` (``ddim_invert``,
+            ``cycle_sde_encode``).
+        TypeError: ``steps`` of the wrong type (``plan_sampling``).
+        RuntimeError: the DDIM inversion does not converge (ODE only, ``ddim_invert``).
     """
     from ..gradients import CountingModel
 

@@ -14,6 +14,8 @@ def identity_loss(system, morph: torch.Tensor, v_a: torch.Tensor, v_b: torch.Ten
         L_ID = d(v_ab, v_a) + d(v_ab, v_b),  L_diff = |d(v_ab, v_a) − d(v_ab, v_b)|,  L*_ID = L_ID + L_diff.
     system: a ``adjointlib.faces.FaceRecognizer`` (differentiable in its input).
     Shapes: morph (b, 3, S, S) canonical crops in [-1, 1]; v_a, v_b (b, D) -> (b,).
+    Raises:
+        ValueError: ``v_a`` and ``v_b`` differ in shape, or their batch size is not that of ``morph``.
     """
     if v_a.shape != v_b.shape or v_a.shape[0] != morph.shape[0]:
         raise ValueError(f"need v_a, v_b of shape (b, D) with b = {morph.shape[0]} morphs, "

@@ -70,7 +70,13 @@ class MorphSettings:
         return resolve_sampler(self.sampler).sde
 
     def gradient_method(self):
-        """The gradient method value, e.g. ``Adjoint(steps=10)``, built (and checked) from gradient and its options."""
+        """The gradient method value, e.g. ``Adjoint(steps=10)``, built (and checked) from gradient and its options.
+
+        Raises:
+            ValueError: ``gradient`` is not a name of ``adjointlib.GRADIENT_METHODS``, or ``gradient_options`` has a key
+                that is no option of that method (option values are checked when sampling).
+            TypeError: ``gradient`` is neither a name nor a method value.
+        """
         method = resolve_gradient(self.gradient)
         known = [f.name for f in fields(method)]
         unknown = sorted(set(self.gradient_options) - set(known))
@@ -110,6 +116,10 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
     v_a, v_b (b, D) the contributors' embeddings; noises (N, b, 3, S, S) for the SDE (fixed while
     optimising).  loss_fn(system, x0, v_a, v_b) -> (b,) losses, L*_ID by default (another loss, e.g. for
     an ablation, must keep that signature).  Returns the morphs of the final (x_T, z) and the loss history.
+    Raises:
+        ValueError: ``settings`` has an SDE sampler and ``noises`` is None.
+        TypeError, ValueError: invalid ``x_T``, ``z`` or ``noises`` for the sampling call (``adjointlib.sample``).
+        FloatingPointError: the loss becomes NaN or Inf (lower ``settings.lr``), or the model returns NaN/Inf.
     """
     if settings.sde and noises is None:
         raise ValueError("the SDE morph needs its noises (from dim_start(..., sde=True))")

@@ -261,7 +261,10 @@ def run_morphs(job: MorphJob, pairs: list[dict], settings: MorphSettings, out: s
 def merge_batches(out: str | Path) -> list[dict]:
     """Concatenate the batch files of ``out`` in batch order into ``morphs.jsonl`` (atomically) and return
     the records.  Run by rank 0 after every rank has finished, and after unpacking batches from another
-    machine.  Raises ValueError if two batch files hold the same pair (batches of different sizes)."""
+    machine.
+    Raises:
+        ValueError: two batch files in ``out``/batches hold the same pair (batches of different sizes).
+    """
     out = Path(out)
     records = [r for path in sorted((out / "batches").glob("*.jsonl")) for r in _read_jsonl(path)]
     pairs = [r["pair"] for r in records]
@@ -274,7 +277,12 @@ def merge_batches(out: str | Path) -> list[dict]:
 def mmpmr_rows(records: list[dict], thresholds: dict) -> list[dict]:
     """MMPMR (paper eq. 5.2) per evaluation system over the records, with its exact 95 % interval
     (Clopper–Pearson over pairs: ``faces.mmpmr_interval``), counts, the median and quartiles of the margin
-    min_n S − δ and the pairs within ±0.01 of δ (``faces.margin_summary``), mean NFE and seconds, and the mean L*_ID at DiM's start and at the end."""
+    min_n S − δ and the pairs within ±0.01 of δ (``faces.margin_summary``), mean NFE and seconds, and the mean
+    L*_ID at DiM's start and at the end.
+    Raises:
+        ValueError: ``records`` is empty.
+        KeyError: a record has no score for a system named in ``thresholds``.
+    """
     if not records:
         raise ValueError("no finished morphs to score")
     rows = []

@@ -28,9 +28,11 @@ def select_pairs(pairs: list[dict], count: int | None = None, *, order: str = "r
     random sample without replacement; "similar": the list's own order (the most similar pairs first).
     Interleaving makes every selection a prefix of the larger ones (for the same order and seed), so a run
     extended from 64 to 500 pairs keeps the pairs it has.  count None: every pair of the list (genders
-    interleaved while both last).  Raises ValueError for an odd count, a count larger than twice the
-    smaller gender's share, or an unknown order.  Shapes: list of pair dicts (``load_morph_pairs``) ->
+    interleaved while both last).  Shapes: list of pair dicts (``load_morph_pairs``) ->
     list of pair dicts.
+    Raises:
+        ValueError: ``order`` is not one of ``PAIR_ORDERS``; ``count`` is odd or below 2, or larger than twice the
+            smaller gender's share of ``pairs``.
     """
     if order not in PAIR_ORDERS:
         raise ValueError(f"order must be one of {PAIR_ORDERS}, got {order!r}")
