@@ -145,6 +145,8 @@ class LinearVP(VPSchedule):
             raise ValueError(f"need beta_max > beta_min > 0, got beta_min={beta_min}, beta_max={beta_max}")
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
         self.t_min, self.t_max = float(t_min), 1.0
+        if not self.t_min > 0.0:
+            raise ValueError(f"LinearVP needs 0 < t_min < 1 (σ = 0 at t = 0 makes λ(0) = +∞), got t_min={self.t_min}")
         self.check_range()
 
     def log_alpha(self, t):
@@ -177,8 +179,8 @@ class CosineVP(VPSchedule):
         self.s = float(s)
         self.t_min, self.t_max = float(t_min), float(t_max)
         self._log_alpha_0 = math.log(math.cos(math.pi / 2 * self.s / (1 + self.s)))
-        if not (self.t_min >= 0.0 and self.t_max < 1.0):
-            raise ValueError(f"CosineVP needs 0 <= t_min < t_max < 1 (α reaches 0 at t = 1), got t_min={self.t_min}, "
+        if not (self.t_min > 0.0 and self.t_max < 1.0):
+            raise ValueError(f"CosineVP needs 0 < t_min < t_max < 1 (σ = 0 at t = 0, α = 0 at t = 1), got t_min={self.t_min}, "
                              f"t_max={self.t_max}")
         self.check_range()
 

@@ -9,7 +9,7 @@ VJPs, timed alone), i.e. the library's overhead.
     python benchmarks/adjoint_memory_time.py [--device cuda] [--steps 10 50 200]
 Targets (issue 2): adjoint peak memory flat in N (≤ 15 % growth from N = 10 to 200); overhead ≤ 10 %.
 "adjoint" records the states (N states of the image's size are kept, as in the paper);
-"adjoint-recompute" (record=False) rebuilds them backwards and keeps O(1) of everything.
+"adjoint-recompute" (``Adjoint(recompute=True)``) rebuilds them backwards and keeps O(1) of everything.
 """
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ def child(method, steps, device, batch, size):
     baseline = _peak_bytes(device)
     start = time.perf_counter()
     if method.startswith("adjoint"):
-        x0 = al.sample(model, schedule, x_T, steps=steps, record=method == "adjoint")
+        x0 = al.sample(model, schedule, x_T, steps=steps, gradient=al.Adjoint(recompute=method != "adjoint"))
     else:
-        x0, _ = al.solve(model, schedule, x_T, None, al.time_grid(schedule, steps), record=False)
+        x0, _ = al.solve(model, schedule, x_T, None, steps)
     forward_time = time.perf_counter() - start
     start = time.perf_counter()
     x0.square().sum().backward()

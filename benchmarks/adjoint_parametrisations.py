@@ -34,9 +34,8 @@ def _scalars(t):
     return float(SCHEDULE.alpha(t)), float(SCHEDULE.sigma(t)), float(SCHEDULE.lam(t))
 
 
-def adjoint(model, trajectory, cot, z, params, order, form):
+def adjoint(model, times, trajectory, cot, z, params, order, form):
     """Recorded-state adjoint of <cot, x_0> in the ε form, the data form or the hybrid (module doc)."""
-    times = trajectory.times
     a_x = cot
     inputs = ([z] if z is not None else []) + list(params)
     acc = [torch.zeros_like(p) for p in inputs]
@@ -75,10 +74,10 @@ def run(problem, model, x_T, z, cot, exact, params, sizes):
     rows = []
     for n in sizes:
         with torch.no_grad():
-            _, trajectory = al.solve(model, SCHEDULE, x_T, z, al.time_grid(SCHEDULE, n), order=2, record=True)
+            _, trajectory = al.solve(model, SCHEDULE, x_T, z, n, sampler="dpm-solver-2m", record="states")
         for order in (1, 2):
             for form in ("eps", "data", "hybrid"):
-                errs = errors(adjoint(model, trajectory, cot, z, params, order, form), exact)
+                errs = errors(adjoint(model, al.time_grid(SCHEDULE, n), trajectory, cot, z, params, order, form), exact)
                 rows.append(dict(problem=problem, N=n, order="1" if order == 1 else "2M", form=form,
                                  **{f"err_{k}": v for k, v in errs.items()}))
         print(f"{problem} N={n} done", file=sys.stderr, flush=True)
@@ -98,7 +97,7 @@ def main():
     x_T, z, cot = (torch.randn(1, *s, generator=g, dtype=torch.float64) for s in (shape, (z_dim,), shape))
     params = list(model.parameters())
     x_ref, z_ref = x_T.clone().requires_grad_(True), z.clone().requires_grad_(True)
-    x0 = al.sample(model, SCHEDULE, x_ref, z_ref, steps=args.ref_steps, order=2, grad_method="backprop")
+    x0 = al.sample(model, SCHEDULE, x_ref, z_ref, steps=args.ref_steps, sampler="dpm-solver-2m", gradient="backprop")
     g_x, g_z, *g_p = torch.autograd.grad((cot * x0).sum(), [x_ref, z_ref, *params])
     reference = dict(x_T=g_x, z=g_z, theta=torch.cat([p.flatten() for p in g_p]))
     rows += run("unet", model, x_T, z, cot, reference, params, [10, 20, 40, 80, 160])

@@ -14,7 +14,8 @@ Stages (each prints its figures and a PASS/FAIL line where it has a target; the 
    reversible SDE coupling must refuse float32 (its frame's dynamic range, ``adjointlib.gradients.reversible``).
 2. synchronisations (CUDA only): ``torch.cuda.set_sync_debug_mode("warn")`` counts the host synchronisations of
    one adjoint sample + backward at N and 2N; target: the same count (none per network evaluation).
-3. time (faces64 UNet configuration, 25 M parameters, random weights, batch 8, float32 with TF32 off): bare
+3. time (faces64 UNet configuration, 25 M parameters, random weights, batch 8, float32 with TF32 off; ``--config``
+   picks another, e.g. faces32 on a CPU): bare
    forward, VJP (with its own forward evaluation), a ``solve`` step, a plain DDIM loop with Python-float
    coefficients, and the adjoint gradient (sampling + backward) at N = 50 against N forwards + N VJPs timed
    alone (target ≤ 1.10: the library's own work at most 10 %).
@@ -71,7 +72,7 @@ def _gradient(model, schedule, x_T, z, cot, noises, label, steps):
     return torch.cat([g.flatten() for g in torch.autograd.grad((cot * x0).sum(), [x_T, z])])
 
 
-def stage_accuracy(device, quick):
+def stage_accuracy(device, quick, config=None):
     schedule, steps = al.LinearVP(), (4 if quick else 8)
     unet = dict(channels=(8, 16), size=8) if quick else {}
     g = torch.Generator().manual_seed(0)
@@ -106,7 +107,7 @@ def stage_accuracy(device, quick):
     return rows
 
 
-def stage_synchronisations(device, quick, steps=10):
+def stage_synchronisations(device, quick, config=None, steps=10):
     if device.type != "cuda":
         log("synchronisations: n/a on", device.type)
         return None
@@ -145,18 +146,18 @@ def _timed(fn, device, repeats):
     return (time.perf_counter() - start) / repeats
 
 
-def _face_model(device, quick):
+def _face_model(device, config):
     from adjointlib.facemodel.config import CONFIGS
     from adjointlib.facemodel.networks import FaceDiffusionModel
 
     torch.manual_seed(0)
-    model = FaceDiffusionModel(CONFIGS["tiny" if quick else "faces64"]).to(device)
+    model = FaceDiffusionModel(CONFIGS[config]).to(device)
     model.requires_grad_(False)
     return model
 
 
-def stage_time(device, quick):
-    model = _face_model(device, quick)
+def stage_time(device, quick, config):
+    model = _face_model(device, config)
     eps_model, schedule = model.eps_model, model.schedule
     size, batch, steps = model.config.image_size, 8, (10 if quick else 50)
     x = torch.randn(batch, 3, size, size, device=device)
@@ -198,11 +199,11 @@ def stage_time(device, quick):
     return out
 
 
-def stage_memory(device, quick):
+def stage_memory(device, quick, config):
     if device.type != "cuda":
         log("peak memory: n/a on", device.type)
         return None
-    model = _face_model(device, quick)
+    model = _face_model(device, config)
     eps_model, schedule = model.eps_model, model.schedule
     size, batch = model.config.image_size, 8
     x = torch.randn(batch, 3, size, size, device=device)
@@ -229,7 +230,7 @@ def stage_memory(device, quick):
     return out
 
 
-def stage_low_precision(device, quick):
+def stage_low_precision(device, quick, config=None):
     from diffusers import DDIMScheduler, UNet2DModel
 
     torch.manual_seed(0)
@@ -271,17 +272,20 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small sizes (the CI run on a CPU)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file for every figure")
+    parser.add_argument("--config", default=None, help="face-model configuration of the time and memory stages "
+                        "(default faces64; tiny with --quick; faces32 is the CPU-sized one)")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="stages to run (default all)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    results = {"environment": environment(device), "quick": args.quick}
+    config = args.config or ("tiny" if args.quick else "faces64")
+    results = {"environment": environment(device), "quick": args.quick, "config": config}
     started = time.perf_counter()
     for stage in STAGES:  # accuracy and synchronisations first: PyTorch's default TF32 settings, as users run
         if stage in args.stages:
             if stage == "time":
                 al.exact_float32(device)  # timings and memory in IEEE float32
             try:
-                results[stage] = STAGES[stage](device, args.quick)
+                results[stage] = STAGES[stage](device, args.quick, config)
             except Exception as error:  # report and go on: one device call must bring back every other stage
                 log(f"{stage}: FAIL with {error!r}")
                 results[stage] = {"error": repr(error), "pass": False}

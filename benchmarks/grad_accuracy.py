@@ -5,7 +5,7 @@ Jacobians), (b) a small random-weight diffusers UNet2DModel (benchmarks/small_un
 against a fine-grid reference: backprop through DPM-Solver-2M on ``--ref-steps`` steps (ODE; its own
 error is estimated from the same at half the steps) and backprop through SDE-DPM-Solver-1 on a
 ``--fine-sde``-step Brownian path (SDE; coarse grids get the same path's summed increments in their
-clock, ``coarse_noises``).  NFE = forward evaluations of sampling + forward evaluations and VJPs of
+clock, ``BrownianPath.from_noises``).  NFE = forward evaluations of sampling + forward evaluations and VJPs of
 the backward pass, counted by ``CountingModel``.  Writes results/gradients/accuracy.csv,
 orders.csv, accuracy_meta.json and accuracy_{toy,unet}.png (atomically).
 
@@ -22,7 +22,6 @@ import torch
 
 import adjointlib as al
 from adjointlib.gradients.compare import METHODS, SDE_METHODS, THEORETICAL_ORDER, gradient_with_counts
-from adjointlib.gradients.reversible import coarse_noises
 from gradbench import RESULTS, SCHEDULE, errors, fit_window, fitted_slope, save_figure, toy_problem, write_csv, \
     write_json
 from small_unet import small_unet
@@ -48,7 +47,7 @@ def _sweep(problem, model, x_T, z, cot, exact, sizes, tolerances, params, log):
         log(f"{problem} ODE {method} done")
     for tol in tolerances:
         grads, counts = gradient_with_counts(model, SCHEDULE, x_T, z, cot, "blackbox-dopri5", 1, params=params,
-                                             grad_options=dict(method="dopri5", rtol=tol, atol=tol))
+                                             sampler=al.TorchdiffeqSampler("dopri5", rtol=tol, atol=tol))
         rows.append(_row(problem, False, "blackbox-dopri5", "", tol, counts, errors(grads, exact)))
     log(f"{problem} ODE blackbox-dopri5 done")
     return rows
@@ -104,7 +103,7 @@ def _unet_sde(model, x_T, z, cot, quick, log, fine_sde):
     fine = al.time_grid(SCHEDULE, fine_sde)
     xi = torch.randn(fine_sde, *x_T.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     reference, _ = gradient_with_counts(model, SCHEDULE, x_T, z, cot, "backprop-1", fine, sde=True, noises=xi)
-    half_noises = coarse_noises(SCHEDULE, fine, xi, fine[::2], form="noise")
+    half_noises = al.BrownianPath.from_noises(SCHEDULE, fine, xi, clock="noise").noises(fine[::2])
     half, _ = gradient_with_counts(model, SCHEDULE, x_T, z, cot, "backprop-1", fine[::2], sde=True, noises=half_noises)
     meta["sde_reference"] = dict(method="backprop-1 (SDE-DPM-Solver-1)", steps=fine_sde, estimated_rel_error={
         q: v for q, v in errors(half, reference).items()})  # strong order 1: e(N) ≈ e(N/2) − e(N)
@@ -114,7 +113,7 @@ def _unet_sde(model, x_T, z, cot, quick, log, fine_sde):
         form = "data" if method.startswith("reversible") else "noise"
         for n in sde_sizes:
             grid = fine[:: fine_sde // n]
-            noises = coarse_noises(SCHEDULE, fine, xi, grid, form=form)
+            noises = al.BrownianPath.from_noises(SCHEDULE, fine, xi, clock=form).noises(grid)
             grads, counts = gradient_with_counts(model, SCHEDULE, x_T, z, cot, method, grid, sde=True, noises=noises)
             rows.append(_row("unet", True, method, n, "", counts, errors(grads, reference)))
         log(f"unet SDE {method} done")

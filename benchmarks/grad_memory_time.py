@@ -2,7 +2,7 @@
 
 Each (method, N) runs in a fresh subprocess with one thread: it builds the UNet (benchmarks/small_unet.py,
 float32), times one plain sampling pass under no_grad (DDIM, or DPM-Solver-2M for second-order
-methods) as the unit of time, records its baseline peak memory, then runs sample(grad_method=...) and
+methods) as the unit of time, records its baseline peak memory, then runs sample(gradient=...) and
 the backward pass.  Memory: CPU peak RSS (getrusage) above that baseline; CUDA: max_memory_allocated.
 Time: (sampling + backward) / plain sampling, in process CPU time and wall time; NFE from CountingModel.
 Writes results/gradients/memory_time.csv and memory.png (atomically).
@@ -53,12 +53,12 @@ def child(method, steps, device, batch, size, channels):
     x_T = torch.randn(batch, *shape, generator=g).to(device)
     z = torch.randn(batch, z_dim, generator=g).to(device)
     spec = SPECS[method]
-    order = 2 if method.endswith("2M") or method.endswith("-2") else 1
+    sampler = "dpm-solver-2m" if method.endswith(("2M", "-2")) else "ddim"  # the unit: a plain pass of that order
     times = al.time_grid(schedule, steps)
     with torch.no_grad():  # warm-up and the unit of time: one plain sampling pass
-        al.solve(model, schedule, x_T, z, times[:3], order=order, record=False)
+        al.solve(model, schedule, x_T, z, times[:3], sampler=sampler)
         c0, w0 = _clock(device)
-        al.solve(model, schedule, x_T, z, times, order=order, record=False)
+        al.solve(model, schedule, x_T, z, times, sampler=sampler)
         c1, w1 = _clock(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -46,7 +46,7 @@ def select_pairs(pairs: list[dict], count: int | None = None, *, order: str = "r
     if count < 2 or count % 2:
         raise ValueError(f"pairs must be an even number >= 2 (half per gender), got {count}")
     if any(len(group) < count // 2 for group in by_gender):
-        raise ValueError(f"pairs={count}: the list has only {[len(g) for g in by_gender]} pairs per gender")
+        raise ValueError(f"count={count}: the list has only {[len(g) for g in by_gender]} pairs per gender")
     return [pair for group in zip(*(g[: count // 2] for g in by_gender)) for pair in group]
 
 
