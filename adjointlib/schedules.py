@@ -119,7 +119,7 @@ class VPSchedule:
         Raises:
             ValueError: a time outside [t_min, t_max] (to ``grids.time_tolerance``) or NaN/Inf.
         """
-        t = torch.as_tensor(t)
+        t = torch.as_tensor(t).detach()
         lo, hi = float(t.min()), float(t.max())
         slack = time_tolerance(self.t_max)
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < self.t_min - slack or hi > self.t_max + slack:

@@ -28,6 +28,11 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm())
 
 
+def _sampler(order, sde):
+    """The sampler of the case: SDE-DPM-Solver-1 for the SDE (any adjoint order), else DDIM or DPM-Solver-2M."""
+    return "sde-dpm-solver-1" if sde else {1: "ddim", 2: "dpm-solver-2m"}[order]
+
+
 def _adjoint_errors(order, sde, grid_sizes):
     x_T, mu, cot = _problem()
     model = toy.GaussianEpsModel(SCH, data_std=0.5)
@@ -40,8 +45,8 @@ def _adjoint_errors(order, sde, grid_sizes):
     for n in grid_sizes:
         x_T_ = x_T.clone().requires_grad_(True)
         mu_ = mu.clone().requires_grad_(True)
-        x0 = al.sample(model, SCH, x_T_, mu_, steps=n, sde=sde, order=1 if sde else order,
-                       adjoint_order=order, generator=torch.Generator().manual_seed(1))
+        x0 = al.sample(model, SCH, x_T_, mu_, steps=n, sampler=_sampler(order, sde), gradient=al.Adjoint(order=order),
+                       generator=torch.Generator().manual_seed(1) if sde else None)
         g_x, g_mu, g_theta = torch.autograd.grad((cot * x0).sum(), [x_T_, mu_, model.data_std])
         errors["x_T"].append(_rel(g_x, exact[0]))
         errors["z"].append(_rel(g_mu, exact[1]))
@@ -77,7 +82,8 @@ def test_forward_ode_order(order, grid_sizes):
     errs = []
     with torch.no_grad():
         for n in grid_sizes:
-            x0, _ = al.solve(model, SCH, x_T, mu, al.time_grid(SCH, n), order=order, record=False)
+            x0, _ = al.solve(model, SCH, x_T, mu, al.time_grid(SCH, n), sampler=_sampler(order, False),
+                             record="none")
             errs.append(_rel(x0, exact))
     slope = fitted_slope([1.0 / n for n in grid_sizes], errs)
     assert abs(slope - order) <= 0.15, (slope, errs)
@@ -93,7 +99,8 @@ def test_forward_sde_strong_order_one():
     def run(stride):
         grid = fine[::stride]
         with torch.no_grad():
-            return al.solve(model, SCH, x_T, mu, grid, sde=True, noises=path.noises(grid), record=False)[0]
+            return al.solve(model, SCH, x_T, mu, grid, sampler="sde-dpm-solver-1", noises=path.noises(grid),
+                            record="none")[0]
 
     reference = run(1)
     strides = [64, 32, 16]

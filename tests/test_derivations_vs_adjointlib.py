@@ -18,7 +18,7 @@ import adjointlib as al  # noqa: E402
 from adjointlib import steps as st  # noqa: E402
 from adjointlib import toy  # noqa: E402
 from adjointlib.adjoint import adjoint_deis, state_on_recorded_trajectory  # noqa: E402
-from adjointlib.solvers import Trajectory, solve  # noqa: E402
+from adjointlib.solvers import Trajectory  # noqa: E402
 from derivations import discrete_vs_continuous as dvc  # noqa: E402
 from derivations import gaussian_toy as gt  # noqa: E402
 from derivations import pf_ode, sde_adjoint, solver_coefficients as sc, vp_sde  # noqa: E402
@@ -213,9 +213,10 @@ def test_interior_sde_state_uses_the_brownian_bridge_mean():
     g = torch.Generator().manual_seed(13)
     x_s, e_s, xi = (torch.randn(2, 3, generator=g, dtype=F64) for _ in range(3))
     s_, tau_, t_ = 0.7, 0.62, 0.5
-    traj = Trajectory(times=torch.tensor([s_, t_], dtype=F64), x0=x_s, states=[x_s, x_s], eps=[e_s],
-                      noises=xi[None], order=1, sde=True)
-    out = state_on_recorded_trajectory(lib, traj, tau_)
+    plan = al.plan_sampling(lib, x_s, None, steps=torch.tensor([s_, t_], dtype=F64), sampler="sde-dpm-solver-1",
+                            noises=xi[None])
+    traj = Trajectory(x0=x_s, record="states+eps", states=(x_s, x_s), eps=(e_s,))
+    out = state_on_recorded_trajectory(plan, traj, tau_)
     (as_, ss), (aq, sq) = _ab(ref, s_), _ab(ref, tau_)
     cx, ce, cn = sde_adjoint.sde_dpm_solver1_coefficients(as_, ss, aq, sq)
     frac = sde_adjoint.bridge_noise_fraction(*(float(ref.lam(v)) for v in (s_, tau_, t_)))
@@ -274,9 +275,14 @@ def test_adjoint_deis_loop_equals_derivation_coefficients_on_the_toy(order, sde)
     model = toy.GaussianEpsModel(lib, data_std=data_std)
     times = al.time_grid(lib, n, 0.9, 0.02)
     noises = torch.randn(n, 2, 3, generator=g, dtype=F64) if sde else None
+    sampler = "sde-dpm-solver-1" if sde else {1: "ddim", 2: "dpm-solver-2m"}[order]
+    plan = al.plan_sampling(lib, x_T, mu, steps=times, sampler=sampler, noises=noises,
+                            gradient=al.Adjoint(order=order))
     with torch.no_grad():
-        _, traj = solve(model, lib, x_T, mu, times, order=1 if sde else order, sde=sde, noises=noises)
-    a_x, a_mu, (a_s,) = adjoint_deis(model, lib, traj, cot, mu, order=order, params=[model.data_std])
+        _, traj = al.integrate(model, plan, x_T, record=plan.gradient.record)
+    a_x, grads_z, (a_s,) = adjoint_deis(model, plan, traj, cot, [model.data_std])
+    assert len(grads_z) == 1  # one constant z: one gradient
+    a_mu = grads_z[0]
     states = [x.numpy() for x in traj.states]
     r_x, r_mu, r_s = _numpy_adjoint(ref, times.numpy(), cot.numpy(), states, mu.numpy(), data_std, order, sde)
     _close(a_x, r_x, rtol=1e-10)

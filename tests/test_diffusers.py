@@ -37,9 +37,10 @@ def test_unet_end_to_end_gradients_match_backprop_as_steps_grow():
 
     gaps = []
     for n in (20, 40):
-        adjoint = gradients(lambda a, b: al.sample(model, schedule, a, b, steps=n, order=2, params=params))
-        backprop = gradients(lambda a, b: al.solve(model, schedule, a, b, al.time_grid(schedule, n), order=2,
-                                                   record=False)[0])
+        adjoint = gradients(lambda a, b: al.sample(model, schedule, a, b, steps=n, sampler="dpm-solver-2m",
+                                                   params=params))
+        backprop = gradients(lambda a, b: al.solve(model, schedule, a, b, al.time_grid(schedule, n),
+                                                   sampler="dpm-solver-2m", record="none")[0])
         gaps.append(float((adjoint - backprop).norm() / backprop.norm()))
     assert gaps[1] < gaps[0] / 2.5, gaps
     assert gaps[1] < 0.05, gaps

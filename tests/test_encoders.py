@@ -17,7 +17,7 @@ def test_ddim_inversion_round_trip(steps):
     x0, z = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64)
     x_T = al.ddim_invert(model, SCH, x0, z, steps=steps)
     with torch.no_grad():
-        again, _ = al.solve(model, SCH, x_T, z, al.time_grid(SCH, steps), record=False)
+        again, _ = al.solve(model, SCH, x_T, z, al.time_grid(SCH, steps), record="none")
     assert float((again - x0).abs().max()) < 1e-10
 
 
@@ -29,7 +29,7 @@ def test_ddim_inversion_with_per_step_z_and_explicit_grid():
     zs = [torch.randn(2, 2, generator=g, dtype=torch.float64) for _ in range(12)]
     x_T = al.ddim_invert(model, SCH, x0, zs, steps=grid)
     with torch.no_grad():
-        again, _ = al.solve(model, SCH, x_T, zs, grid, record=False)
+        again, _ = al.solve(model, SCH, x_T, zs, grid, record="none")
     assert float((again - x0).abs().max()) < 1e-10
 
 
@@ -59,7 +59,7 @@ def test_ddim_inversion_accepts_a_stall_at_the_round_off_floor_but_not_a_wrong_t
     model = Jittery()
     x_T = al.ddim_invert(model, SCH, x0, steps=20)
     with torch.no_grad():
-        again, _ = al.solve(model, SCH, x_T, None, al.time_grid(SCH, 20), record=False)
+        again, _ = al.solve(model, SCH, x_T, None, al.time_grid(SCH, 20), record="none")
     assert float((again - x0).abs().max()) < 1e-3
     with pytest.raises(RuntimeError, match="did not converge"):  # an explicit tol is never relaxed
         al.ddim_invert(model, SCH, x0, steps=20, tol=1e-9, max_iters=30)
@@ -87,7 +87,7 @@ def test_cycle_sde_round_trip(dtype, tol):
     x_T, noises = al.cycle_sde_encode(model, SCH, x0, z, steps=20, generator=torch.Generator().manual_seed(3))
     assert noises.shape == (20, 3, 4)
     with torch.no_grad():
-        again = al.sample(model, SCH, x_T, z, steps=20, sde=True, noises=noises)
+        again = al.sample(model, SCH, x_T, z, steps=20, sampler="sde-dpm-solver-1", noises=noises)
     assert float((again - x0).abs().max()) < tol * max(1.0, float(x0.abs().max()))
 
 
@@ -117,14 +117,14 @@ def test_one_pass_inversion_is_the_exact_ones_first_guess_and_converges_at_first
 
     x_T = al.ddim_invert_one_pass(Constant(), SCH, x0, steps=7)
     with torch.no_grad():
-        again, _ = al.solve(Constant(), SCH, x_T, None, al.time_grid(SCH, 7), record=False)
+        again, _ = al.solve(Constant(), SCH, x_T, None, al.time_grid(SCH, 7), record="none")
     assert float((again - x0).abs().max()) < 1e-12
 
     model, errors = TanhEpsModel(4, 2), []
     for steps in (20, 40, 80):
         x_T = al.ddim_invert_one_pass(model, SCH, x0, z, steps=steps)
         with torch.no_grad():
-            again, _ = al.solve(model, SCH, x_T, z, al.time_grid(SCH, steps), record=False)
+            again, _ = al.solve(model, SCH, x_T, z, al.time_grid(SCH, steps), record="none")
         errors.append(float((again - x0).abs().max()))
     orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
     assert all(0.8 < p < 1.3 for p in orders), (errors, orders)

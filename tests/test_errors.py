@@ -1,4 +1,5 @@
 """Bad input gives a clear exception naming the problem."""
+import numpy as np
 import pytest
 import torch
 
@@ -42,10 +43,10 @@ def test_time_outside_schedule():
 
 
 def test_adjoint_grid_with_wrong_ends():
+    # checked at call time now (the adjoint grid is resolved into the plan before any evaluation)
     x_T = _x().requires_grad_(True)
-    x0 = al.sample(MODEL, SCH, x_T, None, steps=4, adjoint_steps=[0.9, 0.5, 0.1])
     with pytest.raises(ValueError, match="start and end"):
-        x0.sum().backward()
+        al.sample(MODEL, SCH, x_T, None, steps=4, gradient=al.Adjoint(steps=[0.9, 0.5, 0.1]))
 
 
 def test_nan_from_the_model():
@@ -75,21 +76,32 @@ def test_nan_input_and_integer_input():
 
 
 def test_sde_options():
-    with pytest.raises(ValueError, match="record=True"):
-        al.sample(MODEL, SCH, _x(), None, steps=3, sde=True, record=False)
+    with pytest.raises(ValueError, match="cannot be recomputed"):
+        al.sample(MODEL, SCH, _x(), None, steps=3, sampler="sde-dpm-solver-1", gradient=al.Adjoint(recompute=True))
     with pytest.raises(ValueError, match="order must be 1"):
-        al.sample(MODEL, SCH, _x(), None, steps=3, sde=True, order=2)
+        al.ExponentialIntegrator(order=2, sde=True)
     with pytest.raises(ValueError, match=r"noises must have shape"):
-        al.sample(MODEL, SCH, _x(), None, steps=3, sde=True, noises=torch.randn(2, 2, 4, dtype=torch.float64))
-    with pytest.raises(ValueError, match="sde=False"):
+        al.sample(MODEL, SCH, _x(), None, steps=3, sampler="sde-dpm-solver-1",
+                  noises=torch.randn(2, 2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="ODE sampler"):
         al.sample(MODEL, SCH, _x(), None, steps=3, noises=torch.randn(3, 2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="ODE sampler"):
+        al.sample(MODEL, SCH, _x(), None, steps=3, generator=torch.Generator().manual_seed(0))
 
 
 def test_bad_orders_and_steps():
     with pytest.raises(ValueError, match="order must be 1 or 2"):
-        al.sample(MODEL, SCH, _x(), None, steps=3, order=3)
+        al.ExponentialIntegrator(order=3)
+    with pytest.raises(ValueError, match="order must be 1 or 2"):
+        al.sample(MODEL, SCH, _x(), None, steps=3, gradient=al.Adjoint(order=3))
+    with pytest.raises(ValueError, match="unknown sampler"):
+        al.sample(MODEL, SCH, _x(), None, steps=3, sampler="dpm-solver-3")
     with pytest.raises(ValueError, match="positive int"):
         al.sample(MODEL, SCH, _x(), None, steps=0)
+    with pytest.raises(TypeError, match="single number"):
+        al.sample(MODEL, SCH, _x(), None, steps=3.0)
+    x = _x()
+    assert torch.equal(al.sample(MODEL, SCH, x, None, steps=np.int64(3)), al.sample(MODEL, SCH, x, None, steps=3))
 
 
 def test_per_step_z_needs_one_per_step():
@@ -99,6 +111,6 @@ def test_per_step_z_needs_one_per_step():
 
 def test_per_step_z_with_misaligned_adjoint_grid():
     zs = [torch.zeros(2, 2, dtype=torch.float64, requires_grad=True) for _ in range(4)]
-    x0 = al.sample(MODEL, SCH, _x(), zs, steps=4, adjoint_steps=3)
+    # checked at call time now (the adjoint's cells are resolved into the plan)
     with pytest.raises(ValueError, match="crosses a sampling step boundary"):
-        x0.sum().backward()
+        al.sample(MODEL, SCH, _x(), zs, steps=4, gradient=al.Adjoint(steps=3))

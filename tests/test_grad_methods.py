@@ -1,4 +1,4 @@
-"""sample(grad_method=...): every alternative to the adjoint computes the gradient of the right thing.
+"""sample(gradient=...): every alternative to the adjoint computes the gradient of the right thing.
 
 backprop = checkpoint bit for bit; reversible = autograd through the reversible sampler (≤ 1e-10)
 and its inverse rebuilds x_T; blackbox (torchdiffeq) converges to the exact toy gradient; measured
@@ -9,7 +9,6 @@ import torch
 
 import adjointlib as al
 from adjointlib import toy
-from adjointlib.gradients.reversible import coarse_noises
 from conftest import TanhEpsModel, fitted_slope
 
 SCH = al.LinearVP()
@@ -35,10 +34,11 @@ def _grads(run, model, x_T, z, cot):
 
 
 def _sampler(model, method, n, **kw):
-    return lambda a, b: al.sample(model, SCH, a, b, steps=n, grad_method=method, **kw)
+    return lambda a, b: al.sample(model, SCH, a, b, steps=n, gradient=method, **kw)
 
 
-CASES = {"ode-1": dict(order=1), "ode-2M": dict(order=2), "sde": dict(sde=True)}
+SDE = "sde-dpm-solver-1"
+CASES = {"ode-1": dict(sampler="ddim"), "ode-2M": dict(sampler="dpm-solver-2m"), "sde": dict(sampler=SDE)}
 
 
 @pytest.mark.parametrize("case", list(CASES) + ["scheduled-z"])
@@ -46,8 +46,8 @@ def test_checkpoint_equals_backprop_bit_for_bit(case):
     model = al.CountingModel(TanhEpsModel(D, ZD))
     x_T, z, cot = _inputs()
     n = 12
-    kw = dict(CASES.get(case, dict(order=2)))
-    if kw.get("sde"):
+    kw = dict(CASES.get(case, dict(sampler="dpm-solver-2m")))
+    if kw["sampler"] == SDE:
         kw["noises"] = torch.randn(n, B, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     zz = [z + 0.1 * i for i in range(n)] if case == "scheduled-z" else z
     counts = {}
@@ -64,9 +64,9 @@ def test_backprop_samples_like_the_adjoint_sampler():
     model = TanhEpsModel(D, ZD)
     x_T, z, _ = _inputs()
     for kw in CASES.values():
-        noises = torch.randn(10, B, D, dtype=torch.float64) if kw.get("sde") else None
+        noises = torch.randn(10, B, D, dtype=torch.float64) if kw["sampler"] == SDE else None
         a = al.sample(model, SCH, x_T, z, steps=10, noises=noises, **kw)
-        b = al.sample(model, SCH, x_T, z, steps=10, noises=noises, grad_method="backprop", **kw)
+        b = al.sample(model, SCH, x_T, z, steps=10, noises=noises, gradient="backprop", **kw)
         assert torch.equal(a, b)
 
 
@@ -79,81 +79,85 @@ def test_reversible_gradient_is_backprop_through_the_reversible_sampler(case):
     x_T, z, cot = _inputs(1)
     n = 20
     times = al.time_grid(SCH, n)
-    kw = {"ode-1": dict(order=1), "ode-2": dict(order=2), "sde": dict(sde=True), "noise-form": dict(order=2),
-          "scheduled-z": dict(order=1)}[case]
+    sampler = {"ode-1": "reversible-ddim", "ode-2": "reversible-midpoint", "sde": "reversible-sde",
+               "noise-form": al.ReversibleSampler(base="midpoint", form="noise"),
+               "scheduled-z": "reversible-ddim"}[case]
+    kw = dict(sampler=sampler)
     if case == "sde":
         kw["noises"] = torch.randn(n, B, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    options = dict(form="noise") if case == "noise-form" else {}
     zz = [z - 0.05 * i for i in range(n)] if case == "scheduled-z" else z
     model.reset()
-    fast = _grads(lambda a, b: al.sample(model, SCH, a, b, steps=times, grad_method="reversible",
-                                         grad_options=options, **kw), model, x_T, zz, cot)
-    per_step = 4 if kw.get("order") == 2 else 2
+    fast = _grads(lambda a, b: al.sample(model, SCH, a, b, steps=times, gradient="reversible", **kw),
+                  model, x_T, zz, cot)
+    per_step = 4 if case in ("ode-2", "noise-form") else 2  # midpoint base: 2 evaluations per increment
     assert (model.forwards, model.vjps) == (2 * per_step * n, per_step * n)
-    reference = _grads(lambda a, b: al.reversible_solve(model, SCH, a, b, times, **kw, **options)[0],
+    reference = _grads(lambda a, b: al.reversible_solve(model, SCH, a, b, times, **kw)[0],
                        model, x_T, zz, cot)
     assert _rel(fast, reference) <= (1e-6 if case == "sde" else 1e-10)
 
 
-@pytest.mark.parametrize("kw", [dict(order=1), dict(order=2), dict(sde=True)], ids=["ode-1", "ode-2", "sde"])
+@pytest.mark.parametrize("kw", [dict(sampler="reversible-ddim"), dict(sampler="reversible-midpoint"),
+                                dict(sampler="reversible-sde")], ids=["ode-1", "ode-2", "sde"])
 def test_reversible_inverse_rebuilds_x_T(kw):
     """Forward 80 steps, then the exact inverse steps: x_T back to round-off times the conditioning of the
     inverse (ODE ≤ 1e-10; the reverse SDE forgets x_T, so its inverse amplifies round-off: ≤ 1e-3, measured 4e-5)."""
     model = TanhEpsModel(D, ZD)
     x_T, z, _ = _inputs(2)
     times = al.time_grid(SCH, 80)
-    if kw.get("sde"):
+    sde = kw["sampler"] == "reversible-sde"
+    if sde:
         kw = dict(kw, noises=torch.randn(80, B, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
     with torch.no_grad():
         x0, x0_hat = al.reversible_solve(model, SCH, x_T, z, times, **kw)
         back, back_hat = al.reversible_unsolve(model, SCH, x0, x0_hat, z, times, **kw)
-    tol = 1e-3 if kw.get("sde") else 1e-10
+    tol = 1e-3 if sde else 1e-10
     assert float((back - x_T).abs().max()) <= tol and float((back_hat - x_T).abs().max()) <= tol
     assert float((x0 - x_T).abs().max()) > 0.1  # it did move
 
 
-def _toy_errors(method, n, order=1, sde=False, options=None):
+def _toy_errors(method, n, sampler="ddim"):
     g = torch.Generator().manual_seed(0)
     x_T, mu, cot = (torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(3))
     model = toy.GaussianEpsModel(SCH, 0.5)
+    sde = al.SAMPLERS[sampler].sde if isinstance(sampler, str) else sampler.sde
     if sde:
         j_x, j_mu = toy.sde_jacobians(SCH, SCH.t_max, SCH.t_min, 0.5)
         exact = [j_x * cot, j_mu * cot]
     else:
         exact = list(toy.ode_gradients(SCH, x_T, mu, model.data_std.detach(), cot, SCH.t_max, SCH.t_min))
     x_T.requires_grad_(True), mu.requires_grad_(True)
-    x0 = al.sample(model, SCH, x_T, mu, steps=n, order=order, sde=sde, grad_method=method, grad_options=options,
-                   generator=torch.Generator().manual_seed(1))
+    x0 = al.sample(model, SCH, x_T, mu, steps=n, sampler=sampler, gradient=method,
+                   generator=torch.Generator().manual_seed(1) if sde else None)  # ODE samplers refuse a generator
     wrt = [x_T, mu] if sde else [x_T, mu, model.data_std]
     return [_rel(g, e) for g, e in zip(torch.autograd.grad((cot * x0).sum(), wrt), exact)]
 
 
-ORDER_CASES = [  # (method, sampler order, sde, options, grid sizes in the asymptotic range, theoretical order)
-    ("backprop", 1, False, None, [40, 80, 160], 1),
-    ("backprop", 2, False, None, [40, 80, 160], 2),
-    ("reversible", 2, False, None, [40, 80, 160], 2),
-    ("blackbox", 1, False, dict(method="rk4"), [10, 20, 40], 4),
-    ("backprop", 1, True, None, [160, 320, 640], 1),
+ORDER_CASES = [  # (method, sampler, grid sizes in the asymptotic range, theoretical order)
+    ("backprop", "ddim", [40, 80, 160], 1),
+    ("backprop", "dpm-solver-2m", [40, 80, 160], 2),
+    ("reversible", "reversible-midpoint", [40, 80, 160], 2),
+    ("blackbox", "rk4", [10, 20, 40], 4),
+    ("backprop", SDE, [160, 320, 640], 1),
 ]
 
 
-@pytest.mark.parametrize("method,order,sde,options,sizes,theory", ORDER_CASES,
+@pytest.mark.parametrize("method,sampler,sizes,theory", ORDER_CASES,
                          ids=["backprop-1", "backprop-2M", "reversible-2", "blackbox-rk4", "backprop-sde"])
-def test_measured_order_on_the_toy(method, order, sde, options, sizes, theory):
-    errors = [_toy_errors(method, n, order, sde, options) for n in sizes]
+def test_measured_order_on_the_toy(method, sampler, sizes, theory):
+    errors = [_toy_errors(method, n, sampler) for n in sizes]
     for k in range(len(errors[0])):
         slope = fitted_slope([1 / n for n in sizes], [e[k] for e in errors])
         assert abs(slope - theory) <= 0.15, (method, k, slope, errors)
 
 
 def test_blackbox_dopri5_reaches_the_exact_gradient():
-    errors = _toy_errors("blackbox", 1, options=dict(method="dopri5", rtol=1e-9, atol=1e-9))
+    errors = _toy_errors("blackbox", 1, sampler=al.TorchdiffeqSampler("dopri5", rtol=1e-9, atol=1e-9))
     assert max(errors) < 1e-6, errors
 
 
 def test_reversible_sde_is_exact_on_gaussian_data():
     """SDE-DPM-Solver++1 (the reversible SDE base) has the exact Jacobian for Gaussian data, on any grid."""
-    assert max(_toy_errors("reversible", 15, sde=True)) < 1e-10
+    assert max(_toy_errors("reversible", 15, sampler="reversible-sde")) < 1e-10
 
 
 def test_reversible_sde_strong_order_one():
@@ -164,33 +168,42 @@ def test_reversible_sde_strong_order_one():
     x_T, z, cot = _inputs(4)
     fine = al.time_grid(SCH, 4096)
     xi = torch.randn(4096, B, D, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    reference = _grads(lambda a, b: al.solve(model, SCH, a, b, fine, sde=True, noises=xi, record=False)[0],
+    reference = _grads(lambda a, b: al.solve(model, SCH, a, b, fine, sampler=SDE, noises=xi, record="none")[0],
                        model, x_T, z, cot)
     strides = [64, 32, 16]
     errors = []
     for stride in strides:
         grid = fine[::stride]
-        noises = coarse_noises(SCH, fine, xi, grid, form="data")
-        errors.append(_rel(_grads(_sampler(model, "reversible", grid, sde=True, noises=noises), model, x_T, z, cot),
-                           reference))
+        noises = al.BrownianPath.from_noises(SCH, fine, xi, clock="data").noises(grid)
+        errors.append(_rel(_grads(_sampler(model, "reversible", grid, sampler="reversible-sde", noises=noises),
+                                  model, x_T, z, cot), reference))
     assert abs(fitted_slope(strides, errors) - 1.0) <= 0.15, errors
 
 
 def test_argument_errors():
     model = TanhEpsModel(D, ZD)
     x_T, z, _ = _inputs()
-    with pytest.raises(ValueError, match="unknown grad_method"):
-        al.sample(model, SCH, x_T, z, steps=4, grad_method="magic")
-    with pytest.raises(ValueError, match="'adjoint' only"):
-        al.sample(model, SCH, x_T, z, steps=4, grad_method="backprop", adjoint_steps=8)
-    with pytest.raises(ValueError, match="grad_options"):
-        al.sample(model, SCH, x_T, z, steps=4, grad_options=dict(method="rk4"))
-    with pytest.raises(ValueError, match="PF-ODE only"):
-        al.sample(model, SCH, x_T, z, steps=4, sde=True, grad_method="blackbox")
+    with pytest.raises(ValueError, match="unknown gradient method"):
+        al.sample(model, SCH, x_T, z, steps=4, gradient="magic")
+    with pytest.raises(TypeError, match="gradient must be"):
+        al.sample(model, SCH, x_T, z, steps=4, gradient=dict(steps=8))
+    with pytest.raises(ValueError, match="unknown sampler"):
+        al.sample(model, SCH, x_T, z, steps=4, sampler="magic")
+    # the adjoint's options belong to its value only; each method refuses a sampler it cannot differentiate
+    with pytest.raises(TypeError):
+        al.Backprop(steps=8)
+    for sampler, method in (("rk4", "adjoint"), ("rk4", "checkpoint"), ("reversible-ddim", "adjoint"),
+                            ("ddim", "reversible"), ("ddim", "blackbox"), (SDE, "blackbox")):
+        with pytest.raises(ValueError, match=f"gradient='{method}' differentiates"):
+            al.sample(model, SCH, x_T, z, steps=4, sampler=sampler, gradient=method)
+    with pytest.raises(ValueError, match="per-step"):
+        al.sample(model, SCH, x_T, [z] * 4, steps=4, sampler="rk4", gradient="blackbox")
     with pytest.raises(ValueError, match="coupling"):
-        al.sample(model, SCH, x_T, z, steps=4, grad_method="reversible", grad_options=dict(coupling=1.5))
-    with pytest.raises(ValueError, match="orders"):
-        al.sample(model, SCH, x_T, z, steps=4, sde=True, order=2, grad_method="reversible")
+        al.ReversibleSampler(coupling=1.5)
+    with pytest.raises(ValueError, match="Euler base only"):
+        al.ReversibleSampler(base="midpoint", sde=True)
+    with pytest.raises(ValueError, match="form"):
+        al.ReversibleSampler(form="score")
 
 
 def test_compare_harness_runs_every_method_with_documented_counts():

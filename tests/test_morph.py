@@ -21,7 +21,7 @@ from adjointlib.morph import (  # noqa: E402
     optimise_morph, read_records, run_morphs, select_pairs, slerp,
 )
 from adjointlib.morph import runner  # noqa: E402
-from adjointlib import sample  # noqa: E402
+from adjointlib import Adjoint, sample  # noqa: E402
 from conftest import TanhEpsModel  # noqa: E402
 
 SIZE = CONFIGS["tiny"].image_size
@@ -97,7 +97,8 @@ def test_dim_start_of_a_face_with_itself_reproduces_the_face(sde):
     x = faces(2, 3).double()
     start = dim_start(model, x, x, steps=20, sde=sde, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        back = sample(model.eps_model, model.schedule, start.x_T, start.z, steps=20, sde=sde, noises=start.noises)
+        back = sample(model.eps_model, model.schedule, start.x_T, start.z, steps=20,
+                      sampler="sde-dpm-solver-1" if sde else "ddim", noises=start.noises)
     torch.testing.assert_close(back, x, atol=1e-8, rtol=0)
     assert start.encode_nfe >= 20 and (start.noises is None) == (not sde)
 
@@ -108,7 +109,7 @@ def test_one_adjoint_step_reduces_the_identity_loss_and_the_gradient_converges_t
     with torch.no_grad():
         v_a, v_b = system(x_a), system(x_b)
     start = dim_start(model, x_a, x_b, steps=20)
-    settings = MorphSettings(steps=20, adjoint_steps=20, n_opt=1, lr=0.5)
+    settings = MorphSettings(steps=20, gradient_options={"steps": 20}, n_opt=1, lr=0.5)
     result = optimise_morph(model, system, start.x_T, start.z, v_a, v_b, settings)
     assert result.losses.shape == (2, 2)
     assert bool((result.losses[1] < result.losses[0]).all()), result.losses
@@ -120,7 +121,8 @@ def test_one_adjoint_step_reduces_the_identity_loss_and_the_gradient_converges_t
         grads = {}
         for method in ("adjoint", "checkpoint"):
             x_T, z = start.x_T.clone().requires_grad_(True), start.z.clone().requires_grad_(True)
-            opts = MorphSettings(steps=n, adjoint_steps=n, grad_method=method).sample_options()
+            options = {"steps": n} if method == "adjoint" else {}  # the adjoint grid M = N; checkpoint has none
+            opts = MorphSettings(steps=n, gradient=method, gradient_options=options).sample_options()
             identity_loss(system, sample(model.eps_model, model.schedule, x_T, z, **opts), v_a, v_b).sum().backward()
             grads[method] = torch.cat([x_T.grad.flatten(), z.grad.flatten()])
         gaps.append(float((grads["adjoint"] - grads["checkpoint"]).norm() / grads["checkpoint"].norm()))
@@ -130,7 +132,19 @@ def test_one_adjoint_step_reduces_the_identity_loss_and_the_gradient_converges_t
 def test_method_presets_and_bad_settings():
     assert method_settings("adjointdeis1_ode", lr=0.01).lr == 0.01
     assert method_settings("dim").n_opt == 0
-    assert method_settings("adjointdeis1_ode", record=False).sample_options()["record"] is False
+    recomputed = method_settings("adjointdeis1_ode", {"recompute": True}).sample_options()["gradient"]
+    assert recomputed == Adjoint(recompute=True)
+    assert method_settings("adjointdeis1_ode", {"steps": 4}).sample_options() == dict(
+        steps=20, sampler="ddim", gradient=Adjoint(steps=4), params=())
+    assert method_settings("adjointdeis1_sde").sde and not method_settings("adjointdeis1_ode").sde
+    with pytest.raises(ValueError, match="no option"):  # an option the gradient method does not have
+        method_settings("checkpoint", {"steps": 4})
+    with pytest.raises(ValueError, match="cannot differentiate"):
+        MorphSettings(sampler="reversible-ddim")  # the adjoint refuses a reversible sampler
+    with pytest.raises(ValueError, match="unknown sampler"):
+        MorphSettings(sampler="magic")
+    with pytest.raises(ValueError, match="unknown gradient method"):
+        MorphSettings(gradient="magic")
     with pytest.raises(ValueError, match="unknown morph method"):
         method_settings("magic")
     with pytest.raises(ValueError, match="optimiser"):
@@ -139,22 +153,23 @@ def test_method_presets_and_bad_settings():
         MorphSettings(lr=0.0)
     with pytest.raises(ValueError, match="noises"):
         optimise_morph(tiny_model(), toy_fr(), faces(1, 0), None, torch.zeros(1, 16), torch.zeros(1, 16),
-                       MorphSettings(sde=True, n_opt=1))
+                       MorphSettings(sampler="sde-dpm-solver-1", n_opt=1))
 
 
 def test_bf16_autocast_optimises_and_is_refused_for_the_reversible_method():
-    settings = MorphSettings(steps=20, adjoint_steps=4, n_opt=2, lr=0.1, precision="bf16")
+    settings = MorphSettings(steps=20, gradient_options={"steps": 4}, n_opt=2, lr=0.1, precision="bf16")
     x_a, x_b = faces(2, 1), faces(2, 2)
     model, fr = tiny_model(), toy_fr()
     start = dim_start(model, x_a, x_b, steps=20)
     with torch.no_grad():
         v_a, v_b = fr(x_a), fr(x_b)
-    fp32 = optimise_morph(model, fr, start.x_T, start.z, v_a, v_b, MorphSettings(steps=20, adjoint_steps=4, n_opt=2))
+    fp32 = optimise_morph(model, fr, start.x_T, start.z, v_a, v_b,
+                          MorphSettings(steps=20, gradient_options={"steps": 4}, n_opt=2))
     bf16 = optimise_morph(model, fr, start.x_T, start.z, v_a, v_b, settings)
     assert bf16.x0.dtype == torch.float32 and torch.isfinite(bf16.losses).all()
     assert 0 < float((bf16.losses - fp32.losses).abs().max()) < 0.05  # bf16 rounding: changed, but slightly
     with pytest.raises(ValueError, match="reversible"):
-        MorphSettings(grad_method="reversible", precision="bf16")
+        MorphSettings(sampler="reversible-ddim", gradient="reversible", precision="bf16")
     with pytest.raises(ValueError, match="precision"):
         MorphSettings(precision="fp8")
 
@@ -205,7 +220,7 @@ class FakeJob:
 
 
 PAIRS = [{"pair": i, "id_a": f"{10 + i:03d}", "id_b": f"{20 + i:03d}", "gender": "female"} for i in range(4)]
-FAST = MorphSettings(steps=20, adjoint_steps=4, n_opt=1, lr=0.1)
+FAST = MorphSettings(steps=20, gradient_options={"steps": 4}, n_opt=1, lr=0.1)
 
 
 def test_resume_does_only_the_missing_batches(tmp_path, monkeypatch):
@@ -267,7 +282,7 @@ def test_a_morph_does_not_depend_on_its_batch_mates(tmp_path):
     """Per-pair SDE noises and per-sample inversion: a pair alone equals the same pair in a batch (the toy
     ε-model is a matrix product, so only its batch-size-dependent round-off may differ)."""
     job = FakeJob()
-    settings = MorphSettings(steps=20, adjoint_steps=4, n_opt=2, lr=0.1, sde=True)
+    settings = MorphSettings(steps=20, gradient_options={"steps": 4}, n_opt=2, lr=0.1, sampler="sde-dpm-solver-1")
     alone = run_morphs(job, PAIRS[2:3], settings, tmp_path / "alone", batch_size=1, progress=False)
     together = run_morphs(job, PAIRS, settings, tmp_path / "together", batch_size=4, progress=False)
     assert np.allclose(alone[0]["loss"], together[2]["loss"], atol=2e-6)
@@ -293,7 +308,7 @@ def test_a_folder_refuses_other_settings(tmp_path):
     job = FakeJob()
     run_morphs(job, PAIRS[:2], FAST, tmp_path, batch_size=2, progress=False)
     with pytest.raises(ValueError, match="other settings.*settings"):
-        run_morphs(job, PAIRS, MorphSettings(steps=20, adjoint_steps=4, n_opt=1, lr=0.2), tmp_path,
+        run_morphs(job, PAIRS, MorphSettings(steps=20, gradient_options={"steps": 4}, n_opt=1, lr=0.2), tmp_path,
                    batch_size=2, progress=False)
     with pytest.raises(ValueError, match="threads"):
         threads = torch.get_num_threads()

@@ -9,6 +9,8 @@ from conftest import TanhEpsModel, fitted_slope
 
 SCH = al.LinearVP()
 B, D, ZD = 3, 4, 2
+SAMPLER = {1: "ddim", 2: "dpm-solver-2m"}  # the ODE sampler of each order
+SDE = "sde-dpm-solver-1"
 
 
 def _inputs(seed=0):
@@ -28,7 +30,7 @@ def _grads_of(run, model, x_T, z, cot):
 
 
 def _autograd_through_solver(model, x_T, z, cot, times, **kw):
-    return _grads_of(lambda a, b: al.solve(model, SCH, a, b, times, record=False, **kw)[0], model, x_T, z, cot)
+    return _grads_of(lambda a, b: al.solve(model, SCH, a, b, times, record="none", **kw)[0], model, x_T, z, cot)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def ode_reference():
     """Autograd through DPM-Solver-2M with 4000 steps: the continuous gradient to ~1e-6 relative."""
     model = TanhEpsModel(D, ZD)
     x_T, z, cot = _inputs()
-    return model, _autograd_through_solver(model, x_T, z, cot, al.time_grid(SCH, 4000), order=2)
+    return model, _autograd_through_solver(model, x_T, z, cot, al.time_grid(SCH, 4000), sampler="dpm-solver-2m")
 
 
 @pytest.mark.parametrize("order", [1, 2])
@@ -47,7 +49,8 @@ def test_ode_gradients_converge_to_fine_autograd(ode_reference, order, record):
     sizes = [100, 200, 400]
     errors = []
     for n in sizes:
-        grads = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=n, order=order, record=record),
+        grads = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=n, sampler=SAMPLER[order],
+                                                 gradient=al.Adjoint(recompute=not record)),
                           model, x_T, z, cot)
         errors.append(float((grads - reference).norm() / reference.norm()))
     slope = fitted_slope([1 / n for n in sizes], errors)
@@ -60,11 +63,11 @@ def test_sde_gradients_approach_fine_autograd_on_the_same_path():
     x_T, z, cot = _inputs(1)
     fine = al.time_grid(SCH, 4096)
     path = al.BrownianPath(SCH, fine, x_T.shape, generator=torch.Generator().manual_seed(5))
-    reference = _autograd_through_solver(model, x_T, z, cot, fine, sde=True, noises=path.noises(fine))
+    reference = _autograd_through_solver(model, x_T, z, cot, fine, sampler=SDE, noises=path.noises(fine))
     errors = []
     for stride in (32, 8, 2):
         grid = fine[::stride]
-        grads = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=grid, sde=True, noises=path.noises(grid)),
+        grads = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=grid, sampler=SDE, noises=path.noises(grid)),
                           model, x_T, z, cot)
         errors.append(float((grads - reference).norm() / reference.norm()))
     assert errors[0] > errors[1] > errors[2] and errors[2] < 0.02, errors
@@ -77,7 +80,8 @@ def test_gradcheck_small_problem():
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(1, 2, generator=g, dtype=torch.float64, requires_grad=True)
     z = torch.randn(1, 2, generator=g, dtype=torch.float64, requires_grad=True)
-    fn = lambda a, b: al.sample(model, SCH, a, b, steps=200, order=2, t_start=0.6, t_end=0.2)  # noqa: E731
+    fn = lambda a, b: al.sample(model, SCH, a, b, steps=200, sampler="dpm-solver-2m",  # noqa: E731
+                                t_start=0.6, t_end=0.2)
     assert torch.autograd.gradcheck(fn, (x_T, z), atol=1e-6, rtol=1e-4)
 
 
@@ -89,8 +93,8 @@ def test_decoupled_grid_matches_oracle(order):
     x_T, mu, cot = (torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(3))
     exact = toy.ode_gradients(SCH, x_T, mu, model.data_std.detach(), cot, SCH.t_max, SCH.t_min)
     x_T.requires_grad_(True), mu.requires_grad_(True)
-    x0 = al.sample(model, SCH, x_T, mu, steps=2000, order=2, adjoint_steps=777 if order == 2 else 1500,
-                   adjoint_order=order)
+    x0 = al.sample(model, SCH, x_T, mu, steps=2000, sampler="dpm-solver-2m",
+                   gradient=al.Adjoint(order=order, steps=777 if order == 2 else 1500))
     g_x, g_mu = torch.autograd.grad((cot * x0).sum(), [x_T, mu])
     tol = 2e-3 if order == 2 else 0.05
     assert float((g_x - exact[0]).norm() / exact[0].norm()) < tol
@@ -103,9 +107,10 @@ def test_sde_off_grid_states_use_recorded_noise():
     model = TanhEpsModel(D, ZD)
     x_T, z, cot = _inputs(2)
     noises = torch.randn(400, *x_T.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    same = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=400, sde=True, noises=noises), model, x_T, z, cot)
-    finer = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=400, sde=True, noises=noises,
-                                             adjoint_steps=1200), model, x_T, z, cot)
+    same = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=400, sampler=SDE, noises=noises),
+                     model, x_T, z, cot)
+    finer = _grads_of(lambda a, b: al.sample(model, SCH, a, b, steps=400, sampler=SDE, noises=noises,
+                                             gradient=al.Adjoint(steps=1200)), model, x_T, z, cot)
     assert float((same - finer).norm() / same.norm()) < 0.05
 
 
@@ -138,8 +143,9 @@ def test_scheduled_z_piecewise_constant_converges():
         x0 = sampler(schedule, al.time_grid(SCH, cells * steps_per_cell))
         return _flat(torch.autograd.grad((cot * x0).sum(), zs))
 
-    reference = grads(4 * per_cell, lambda zs, times: al.solve(model, SCH, x_T, zs, times, order=2, record=False)[0])
-    adjoint = grads(per_cell, lambda zs, times: al.sample(model, SCH, x_T, zs, steps=times, order=2))
+    reference = grads(4 * per_cell, lambda zs, times: al.solve(model, SCH, x_T, zs, times, sampler="dpm-solver-2m",
+                                                               record="none")[0])
+    adjoint = grads(per_cell, lambda zs, times: al.sample(model, SCH, x_T, zs, steps=times, sampler="dpm-solver-2m"))
     assert float((adjoint - reference).norm() / reference.norm()) < 1e-3
 
 
@@ -168,7 +174,9 @@ def test_devices_and_float32(device, sde):
     model = TanhEpsModel(D, ZD, dtype=torch.float32).to(device)
     x_T, z, cot = (t.float().to(device) for t in _inputs())
     x_T.requires_grad_(True)
-    x0 = al.sample(model, SCH, x_T, z, steps=20, sde=sde, generator=torch.Generator(device).manual_seed(0))
+    sampler = SDE if sde else "ddim"
+    generator = torch.Generator(device).manual_seed(0) if sde else None  # ODE samplers refuse a generator
+    x0 = al.sample(model, SCH, x_T, z, steps=20, sampler=sampler, generator=generator)
     (g,) = torch.autograd.grad((cot * x0).sum(), [x_T])
     assert g.device == x_T.device and g.dtype == torch.float32 and torch.isfinite(g).all()
     if device == "cuda":  # the same computation on the CPU gives the same gradient
@@ -177,9 +185,9 @@ def test_devices_and_float32(device, sde):
         if sde:
             noises = torch.randn(20, *x_T.shape, generator=torch.Generator(device).manual_seed(0), device=device)
         x_T_cpu = x_T.detach().cpu().requires_grad_(True)
-        x0_cpu = al.sample(cpu_model, SCH, x_T_cpu, z.cpu(), steps=20, sde=sde,
+        x0_cpu = al.sample(cpu_model, SCH, x_T_cpu, z.cpu(), steps=20, sampler=sampler,
                            noises=None if noises is None else noises.cpu())
         (g_cpu,) = torch.autograd.grad((cot.cpu() * x0_cpu).sum(), [x_T_cpu])
-        x0_gpu = al.sample(model, SCH, x_T, z, steps=20, sde=sde, noises=noises)
+        x0_gpu = al.sample(model, SCH, x_T, z, steps=20, sampler=sampler, noises=noises)
         (g_gpu,) = torch.autograd.grad((cot * x0_gpu).sum(), [x_T])
         assert torch.allclose(g_gpu.cpu(), g_cpu, rtol=1e-4, atol=1e-5)
