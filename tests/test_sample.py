@@ -1,5 +1,7 @@
 """sample(): AdjointDEIS gradients against autograd through finely discretised samplers, gradcheck,
 decoupled grids, recorded vs recomputed states, per-step z schedules, and devices."""
+import math
+
 import pytest
 import torch
 
@@ -115,9 +117,7 @@ def test_sde_off_grid_states_use_recorded_noise():
 
 
 def test_scheduled_z_gradients_sum_to_constant_z_gradient():
-    """Thm 2.2: with z_i = z for every step the per-step gradients add up to the constant-z gradient,
-    and each z_i's gradient equals the a_z increment of its own step (compared with autograd of DDIM
-    through a per-step z, the same discretisation mismatch as for constant z)."""
+    """Thm 2.2: with z_i = z for every step the per-step gradients add up to the constant-z gradient."""
     model = TanhEpsModel(D, ZD)
     x_T, z, cot = _inputs(3)
     n = 16
@@ -127,7 +127,31 @@ def test_scheduled_z_gradients_sum_to_constant_z_gradient():
     z_const = z.clone().requires_grad_(True)
     (constant,) = torch.autograd.grad((cot * al.sample(model, SCH, x_T, z_const, steps=n)).sum(), [z_const])
     assert torch.allclose(sum(per_step), constant, atol=1e-12)
-    assert len({round(float(g.norm()), 9) for g in per_step}) > 1, "steps must get their own gradients"
+
+
+@pytest.mark.parametrize("sampler, errors_at_32_64, order", [("ddim", (0.15, 0.07), 1), ("dpm-solver-2m", (0.06, 0.015), 2)])
+def test_each_step_gets_the_gradient_of_its_own_interval(sampler, errors_at_32_64, order):
+    """Each z_i's gradient is the sensitivity of x_0 to z on its own interval [t_{i+1}, t_i] only: against the exact
+    oracle (the toy's closed-form flow composed interval by interval, one μ_i per interval, differentiated by
+    autograd) the stacked per-step gradients converge at the adjoint's order.  Summing every step's increment into
+    z_0 (or spreading the total evenly) would leave an O(1) error."""
+    model = toy.GaussianEpsModel(SCH, data_std=0.5)
+    g = torch.Generator().manual_seed(3)
+    x_T, mu, cot = (torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    errors = []
+    for n in (32, 64):
+        times = al.time_grid(SCH, n)
+        exact_mus = [mu.clone().requires_grad_(True) for _ in range(n)]
+        x = x_T
+        for i in range(n):
+            x = toy.flow(SCH, x, float(times[i]), float(times[i + 1]), exact_mus[i], 0.5)
+        exact = torch.stack(torch.autograd.grad((cot * x).sum(), exact_mus))
+        mus = [mu.clone().requires_grad_(True) for _ in range(n)]
+        x0 = al.sample(model, SCH, x_T, mus, steps=n, sampler=sampler)
+        got = torch.stack(torch.autograd.grad((cot * x0).sum(), mus))
+        errors.append(float((got - exact).norm() / exact.norm()))
+    assert errors[0] < errors_at_32_64[0] and errors[1] < errors_at_32_64[1], errors
+    assert abs(math.log2(errors[0] / errors[1]) - order) < 0.35, errors
 
 
 def test_scheduled_z_piecewise_constant_converges():
@@ -157,7 +181,10 @@ def test_integer_class_labels_are_passed_through():
     x_T = torch.randn(2, 3, dtype=torch.float64, requires_grad=True)
     x0 = al.sample(LabelModel(), SCH, x_T, torch.tensor([0, 1]), steps=5)
     (g,) = torch.autograd.grad(x0.sum(), [x_T])
-    assert torch.isfinite(g).all()
+    x_T_ref = x_T.detach().clone().requires_grad_(True)  # the same labels as a float condition: the same numbers
+    x0_ref = al.sample(LabelModel(), SCH, x_T_ref, torch.tensor([0.0, 1.0], dtype=torch.float64), steps=5)
+    (g_ref,) = torch.autograd.grad(x0_ref.sum(), [x_T_ref])
+    assert torch.equal(x0, x0_ref) and torch.equal(g, g_ref)
 
 
 def test_parameter_gradients_only_for_requires_grad():
@@ -171,23 +198,21 @@ def test_parameter_gradients_only_for_requires_grad():
 
 @pytest.mark.parametrize("sde", [False, True])
 def test_devices_and_float32(device, sde):
-    model = TanhEpsModel(D, ZD, dtype=torch.float32).to(device)
+    """float32 on every available device gives float32 gradients on that device equal to the float64 CPU gradient to
+    float32 round-off (1e-4 relative; measured ~1e-6 on the CPU), with the same noises for the SDE."""
+    model64 = TanhEpsModel(D, ZD)
+    model = TanhEpsModel(D, ZD).float().to(device)  # the float64 model's weights, rounded once
     x_T, z, cot = (t.float().to(device) for t in _inputs())
-    x_T.requires_grad_(True)
+    noises64 = torch.randn(20, *x_T.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) if sde \
+        else None
     sampler = SDE if sde else "ddim"
-    generator = torch.Generator(device).manual_seed(0) if sde else None  # ODE samplers refuse a generator
-    x0 = al.sample(model, SCH, x_T, z, steps=20, sampler=sampler, generator=generator)
-    (g,) = torch.autograd.grad((cot * x0).sum(), [x_T])
-    assert g.device == x_T.device and g.dtype == torch.float32 and torch.isfinite(g).all()
-    if device == "cuda":  # the same computation on the CPU gives the same gradient
-        cpu_model = TanhEpsModel(D, ZD, dtype=torch.float32)
-        noises = None
-        if sde:
-            noises = torch.randn(20, *x_T.shape, generator=torch.Generator(device).manual_seed(0), device=device)
-        x_T_cpu = x_T.detach().cpu().requires_grad_(True)
-        x0_cpu = al.sample(cpu_model, SCH, x_T_cpu, z.cpu(), steps=20, sampler=sampler,
-                           noises=None if noises is None else noises.cpu())
-        (g_cpu,) = torch.autograd.grad((cot.cpu() * x0_cpu).sum(), [x_T_cpu])
-        x0_gpu = al.sample(model, SCH, x_T, z, steps=20, sampler=sampler, noises=noises)
-        (g_gpu,) = torch.autograd.grad((cot * x0_gpu).sum(), [x_T])
-        assert torch.allclose(g_gpu.cpu(), g_cpu, rtol=1e-4, atol=1e-5)
+
+    def grad(model, x_T, z, cot, noises):
+        x_T = x_T.clone().requires_grad_(True)
+        x0 = al.sample(model, SCH, x_T, z, steps=20, sampler=sampler, noises=noises)
+        return torch.autograd.grad((cot * x0).sum(), [x_T])[0]
+
+    g = grad(model, x_T, z, cot, None if noises64 is None else noises64.float().to(device))
+    assert g.device == x_T.device and g.dtype == torch.float32
+    reference = grad(model64, *_inputs(), noises64)
+    assert float((g.cpu().double() - reference).norm() / reference.norm()) < 1e-4
