@@ -28,15 +28,27 @@ For it the exact VJP of one step s → t is :math:`\frac{\sigma_t}{\sigma_s}a(t)
 .. math:: a(s)=\frac{\alpha_t}{\alpha_s}\big(1-c\,(e^{h'}-1)\big)a(t)
           =\frac{\sigma_t}{\sigma_s}\,e^{h'}\big(1-c\,(e^{h'}-1)\big)a(t),\qquad c=1\ \text{(ODE)},\ 2\ \text{(SDE)}.
 
-The bracket passes −1 at :math:`h'=\ln(1+2/c)` (ln 3 ≈ 1.10 for the ODE, ln 2 ≈ 0.69 for the SDE):
-with larger adjoint steps every step flips and amplifies the adjoint — the explicit step's stability
-limit, reached by the SDE adjoint (twice the Jacobian term) at smaller steps than by the ODE one.
-Relative to the exact gradient of a sampler with N steps of size :math:`h_N=h'M/N`, the adjoint's
-factor per adjoint step is :math:`\rho=e^{h'}(1-c(e^{h'}-1))/\kappa^{N/M}` with :math:`\kappa=1` (DDIM) or
-:math:`2-e^{h_N}` (SDE).  Chapter 10 measures the blow-up this predicts.
+Relative to the exact gradient of a sampler with N steps of size :math:`h_N=h'M/N`, the adjoint's factor per
+adjoint step is
+
+.. math:: \rho=\frac{e^{h'}\big(1-c(e^{h'}-1)\big)}{\kappa^{N/M}},\qquad \kappa=1\ \text{(DDIM)},\quad
+          \kappa=2-e^{h_N}\ \text{(SDE-DPM-Solver-1)},
+
+and each step near T multiplies the gradient's *error relative to the exact discrete gradient* by :math:`|\rho|`.
+**Where that error starts to grow** is :math:`|\rho|=1`, which for M = N solves exactly to
+
+* ODE: :math:`e^{h'}(2-e^{h'})=-1\Rightarrow h'=\ln(1+\sqrt2)\approx0.881`;
+* SDE: :math:`e^{h'}(3-2e^{h'})=-(2-e^{h'})\Rightarrow e^{h'}=\tfrac{1+\sqrt5}2,\ h'=\ln\tfrac{1+\sqrt5}2\approx0.481`
+
+(for M < N the SDE threshold depends on N/M; :func:`error_ratio_threshold` solves it).  These are *smaller* than
+:math:`\ln(1+2/c)` (ln 3 ≈ 1.10 for the ODE, ln 2 ≈ 0.69 for the SDE), where the adjoint's *own* step factor
+:math:`1-c(e^{h'}-1)` passes −1: between the two the adjoint step is still "stable" by that measure, yet every step
+multiplies the error against the exact gradient (at h' = 1.0 the ODE ratio is −1.95 per step).  An earlier version of
+this module and of chapter 10 gave ln(1 + 2/c) as the limit; the checks below fail for it.  Chapter 10 measures the
+blow-up this predicts.
 
 Exposed (numpy): :func:`ddim_discrete_adjoint_coefficients` (coefficients of the raw VJPs at s),
-:func:`noise_regime_relative_factor` (ρ above).
+:func:`noise_regime_relative_factor` (ρ above), :func:`error_ratio_threshold` (the h' where :math:`|\rho|` reaches 1).
 """
 import numpy as np
 import sympy as sm
@@ -73,6 +85,22 @@ def noise_regime_relative_factor(h_adjoint, h_sampling, sde=False):
         raise ValueError(f"h_adjoint = {h_adjoint} is not a whole number of sampling steps of {h_sampling}")
     kappa = 2.0 - np.exp(h_sampling) if sde else 1.0
     return np.exp(h_adjoint) * (1.0 - c_ * np.expm1(h_adjoint)) / kappa**steps
+
+
+def error_ratio_threshold(sde=False, steps_per_adjoint_step=1):
+    """The adjoint step h' > 0 at which |rho| reaches 1 (the error against the exact discrete gradient starts to
+    grow), for ``steps_per_adjoint_step`` = N/M sampling steps per adjoint step.  ODE: ln(1 + sqrt 2) whatever N/M;
+    SDE with N = M: ln((1 + sqrt 5)/2).  Solved numerically (brentq) on |rho(h')| - 1 between 1e-6 and the first
+    h' where the SDE's exact factor 2 - e^{h_N} vanishes."""
+    from scipy.optimize import brentq
+
+    k = int(steps_per_adjoint_step)
+    upper = np.log(3.0) if not sde else min(np.log(3.0), k * np.log(2.0) * (1 - 1e-9))
+    return brentq(lambda h: abs(noise_regime_relative_factor(h, h / k, sde=sde)) - 1.0, 1e-3, upper)
+
+
+def _rho_sym(h, c_, kappa):
+    return sm.exp(h) * (1 - c_ * (sm.exp(h) - 1)) / kappa
 
 
 def _discrete_vjp():
@@ -144,10 +172,45 @@ def test_linear_noise_model_factors_exact_and_adjointdeis1():
     assert is_zero(sm.expand_log(adeis - s_t / s_s * sm.exp(hp) * (1 - c * (sm.exp(hp) - 1)), force=True))
 
 
-def test_stability_limit_is_log_1_plus_2_over_c():
+def test_adjoint_step_factor_flips_at_log_1_plus_2_over_c():
+    """Where the adjoint's own step factor 1 - c (e^{h'} - 1) passes -1 (ln 3 ODE, ln 2 SDE): *not* where the error
+    against the exact gradient starts to grow (next tests)."""
     x = sm.Symbol("x", positive=True)
     for c_, limit in ((1, sm.log(3)), (2, sm.log(2))):
         assert sm.solve(sm.Eq(1 - c_ * (sm.exp(x) - 1), -1), x) == [limit]
+
+
+def test_error_ratio_threshold_ode_is_log_1_plus_sqrt2():
+    """|rho_ODE| = |e^{h'}(2 - e^{h'})| reaches 1 at h' = ln(1 + sqrt 2) (u = e^{h'}: u^2 - 2u - 1 = 0), below ln 3."""
+    h = sm.Symbol("h", positive=True)
+    rho = _rho_sym(h, 1, 1)
+    roots = sm.solve(sm.Eq(rho, -1), h)
+    assert roots == [sm.log(1 + sm.sqrt(2))]
+    assert sm.solve(sm.Eq(rho, 1), h) == []  # rho < 1 for every h' > 0: only -1 is crossed
+    threshold = float(roots[0])
+    assert abs(threshold - 0.8814) < 1e-4 and threshold < float(sm.log(3))
+    grid = np.linspace(1e-3, 1.2, 400)
+    ratio = np.abs([noise_regime_relative_factor(g, g) for g in grid])
+    assert np.all(ratio[grid < threshold] < 1) and np.all(ratio[grid > threshold] > 1)
+    assert np.isclose(error_ratio_threshold(), threshold) and np.isclose(error_ratio_threshold(False, 4), threshold)
+
+
+def test_error_ratio_threshold_sde_is_log_golden_ratio_when_m_equals_n():
+    """|rho_SDE| = |e^{h'}(3 - 2e^{h'})/(2 - e^{h'})| reaches 1 at e^{h'} = (1 + sqrt 5)/2 (u^2 - u - 1 = 0), below ln 2."""
+    h = sm.Symbol("h", positive=True)
+    rho = _rho_sym(h, 2, 2 - sm.exp(h))
+    roots = [r for r in sm.solve(sm.Eq(rho, -1), h) if r.is_real and float(r) < float(sm.log(2))]
+    assert len(roots) == 1 and is_zero(roots[0] - sm.log((1 + sm.sqrt(5)) / 2))
+    threshold = float(roots[0])
+    assert abs(threshold - 0.4812) < 1e-4 and threshold < float(sm.log(2))
+    assert np.isclose(error_ratio_threshold(sde=True), threshold)
+
+
+def test_the_old_limit_is_not_where_the_error_grows():
+    """The statement this module used to make (the gradient blows up only past ln(1 + 2/c)) is false: inside it the
+    per-step error ratio already exceeds 1 in magnitude (the issue's examples: ODE at h' = 1.0, SDE at 0.6)."""
+    assert abs(noise_regime_relative_factor(1.0, 1.0)) > 1.9 and 1.0 < np.log(3)
+    assert abs(noise_regime_relative_factor(0.6, 0.6, sde=True)) > 6 and 0.6 < np.log(2)
     # below the limit the bracket lies in (-1, 1), beyond it below -1
     for c_, limit in ((1, np.log(3)), (2, np.log(2))):
         assert abs(1 - c_ * np.expm1(0.99 * limit)) < 1 < abs(1 - c_ * np.expm1(1.01 * limit))

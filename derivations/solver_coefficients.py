@@ -42,6 +42,7 @@ from derivations.phi_functions import h as h_phi
 
 a_r, s_r, a_t, s_t, a_s, s_s = sm.symbols("alpha_r sigma_r alpha_t sigma_t alpha_s sigma_s", positive=True)
 ax_t, ax_r = sm.symbols("a_t a_r", real=True)  # a_x(t), a_x(r) (one component suffices)
+ax_s = sm.Symbol("a_s", real=True)  # a_x(s), the step's output: an explicit step never reads it
 Jx_t, Jx_r, Jz_t, Jz_r = sm.symbols("Jx_t Jx_r Jz_t Jz_r", real=True)  # d eps/dx, d eps/dz at t, r
 lam_of = lambda a, s: sm.log(a / s)  # noqa: E731
 l_r, l_t, l_s = lam_of(a_r, s_r), lam_of(a_t, s_t), lam_of(a_s, s_s)
@@ -199,15 +200,35 @@ def test_proof_typos_C13_and_C14():
     hh = sm.Symbol("h")
     assert sm.series(sm.exp(hh) - hh + 1, hh, 0, 1).removeO() == 2
     assert sm.series(sm.exp(hh) - hh - 1, hh, 0, 2).removeO() == 0
-    assert sm.diff(ADEIS2M_X, ax_r) != 0 and sm.Symbol("a_s") not in ADEIS2M_X.free_symbols
+    assert _is_explicit(ADEIS2M_X) and _is_explicit(ADEIS2M_Z) and sm.diff(ADEIS2M_X, ax_r) != 0
+    # the check fails for a step that reads its own output a_x(s), as C.14's Delta_{i+1} would make it
+    assert not _is_explicit(ADEIS2M_X + s_s * E * ax_s * Jx_t)
+
+
+def _is_explicit(step):
+    """The step's right-hand side reads only a_x(t), a_x(r), the Jacobians at t and r, the schedule and c: never its
+    own output a_x(s) (an explicit multistep method)."""
+    allowed = {a_r, s_r, a_t, s_t, a_s, s_s, c, ax_t, ax_r, Jx_t, Jx_r, Jz_t, Jz_r}
+    return step.free_symbols <= allowed
+
+
+def _reads_vjps_at_r_only(step, jacobian_r):
+    """The step depends on the point r only through the VJP V(r) = alpha_r^k a_x(r) J_r: after writing J_r = V_r /
+    (alpha_r^k a_x(r)) neither a_x(r) nor J_r is left, and V_r is (a model output at r would not be)."""
+    v_r = sm.Symbol("V_r", real=True)
+    power = 2 if jacobian_r == Jx_r else 1  # (2.11) for x, (B.28) for z
+    rewritten = sm.simplify(step.subs(jacobian_r, v_r / (a_r**power * ax_r)))
+    return not ({ax_r, jacobian_r} & rewritten.free_symbols) and v_r in rewritten.free_symbols
 
 
 def test_2m_reuses_the_previous_vjp_not_the_model_output():
-    """The main text says 2M needs "a_x(r) and the model output eps(x_r)"; (B.27)/(B.31) need the
-    VJPs a_x(r)^T d eps/dx_r and a_x(r)^T d eps/dz at r (no eps value appears)."""
-    needed = ADEIS2M_X.free_symbols | ADEIS2M_Z.free_symbols
-    assert {ax_r, Jx_r, Jz_r} <= needed
-    assert sm.diff(ADEIS2M_X, ax_r) != 0 and sm.diff(ADEIS2M_X, Jx_r) != 0
+    """The main text says 2M needs "a_x(r) and the model output eps(x_r)"; (B.27)/(B.31) read the point r only
+    through the VJPs V(x; r) = alpha_r^2 a_x(r)^T d eps/dx_r and V(z; r) = alpha_r a_x(r)^T d eps/dz (2.11, B.28)."""
+    assert _reads_vjps_at_r_only(ADEIS2M_X, Jx_r) and _reads_vjps_at_r_only(ADEIS2M_Z, Jz_r)
+    # the check fails for the main text's reading: a step that uses the model output eps(x_r) at r
+    eps_r = sm.Symbol("eps_r", real=True)
+    mutant = ADEIS1_X + c * s_s * E / (2 * rho) * (a_t**2 / a_s**2 * ax_t * Jx_t - a_r**2 / a_s**2 * ax_t * eps_r)
+    assert not _reads_vjps_at_r_only(mutant, Jx_r)
 
 
 def test_B24_B29_intermediate_integrals_need_the_exponential_weight():
