@@ -113,16 +113,16 @@ ASSETS = (
           "GitHub debruine/webmorphR.stim @ fa8b78f"),
     Asset("utkface", "UTKFace aligned chips (23,317 after de-duplication, 128 px)",
           "non-commercial research only (UTKFace licence claim; copyright stays with the photos' owners); "
-          "do not show individual UTKFace faces in published material", "≈ 250 MB (archive of the whole repository)",
+          "do not show individual UTKFace faces in published material", "≈ 250 MB (archive of that repository)",
           "91 MB", "data/utkface", "GitHub mattans/AgeProgression @ 2d937c6 (data/UTKFace/unlabeled)"),
     Asset("mobilefacenet", "MobileFaceNet face-recognition weights",
           "Apache-2.0 (foamliu/MobileFaceNet); trained on MS-Celeb-1M-derived data: research/teaching use",
           "4.1 MB", "4.2 MB", "models/mobilefacenet", "GitHub foamliu/MobileFaceNet @ a6cc903"),
     Asset("dlib_resnet", "dlib face-recognition ResNet, converted to PyTorch here",
-          "CC0 1.0 / public domain (Davis King)", "100 MB (PyPI sdist face-recognition-models 0.3.0)",
+          "CC0 1.0 / public domain (Davis King)", "100 MB (the sdist)",
           "22.5 MB", "models/dlib_resnet", "PyPI face-recognition-models 0.3.0"),
     Asset("yunet", "YuNet face detector (ONNX)",
-          "MIT, Copyright (c) 2020 Shiqi Yu — keep the notice with copies", "0.23 MB", "0.24 MB",
+          "MIT, Copyright (c) 2020 Shiqi Yu — keep the notice with copies", "0.23 MB", "0.23 MB",
           "models/yunet", "OpenCV model zoo (opencv/opencv_zoo)"),
 )
 
@@ -205,53 +205,61 @@ class Fetcher:
 
     # -- downloading ------------------------------------------------------------------------------
     def _get(self, urls: str | list[str], key: str | None, name: str) -> Path:
-        """Download ``urls`` (the first that works) to ``downloads/name`` and check its SHA-256 against ``key``."""
+        """Download ``urls`` (the first that works) to ``downloads/name`` and check its SHA-256 against ``key``.
+
+        Raises:
+            KeyError: ``key`` has no recorded SHA-256.
+            ChecksumError: every URL answered, and what came back differs from the original's SHA-256.
+            OSError: no URL could be downloaded (the message lists each URL's error).
+        """
         urls = [urls] if isinstance(urls, str) else list(urls)
         expected = self.sources.get(key) if key else None
         if key and expected is None:
             raise KeyError(f"no recorded SHA-256 for {key}")
         target = self.downloads / name
-        errors = []
+        target.parent.mkdir(parents=True, exist_ok=True)
+        errors, mismatches = [], []
         for url in urls:
             try:
                 if self.mirror is not None:
                     local = self.mirror / url.split("://", 1)[1]
                     if not local.is_file():
                         raise FileNotFoundError(f"{local} (mirror of {url})")
-                    target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(local, target)
                 else:
-                    target = self._pooch(url, name, expected)
-                break
-            except (OSError, ValueError) as error:  # requests' errors derive from OSError
+                    self._pooch(url, target)
+            except OSError as error:  # requests' errors derive from OSError too
                 errors.append(f"{url}: {error}")
-        else:
-            raise OSError("could not download " + name + ":\n  " + "\n  ".join(errors))
-        if expected is not None:
-            got = sha256_of(target)
-            if got != expected:
-                target.unlink(missing_ok=True)
-                raise ChecksumError(f"{name}: SHA-256 {got} differs from the original's {expected} ({key})")
-        return target
+                continue
+            got = sha256_of(target) if expected is not None else None
+            if got == expected:
+                return target
+            target.unlink(missing_ok=True)  # never keep (or re-use) a file that is not the original
+            mismatches.append(f"{url} gave SHA-256 {got}")
+        if mismatches:
+            raise ChecksumError(f"{name}: differs from the original's SHA-256 {expected} ({key}): "
+                                + "; ".join(mismatches))
+        raise OSError("could not download " + name + ":\n  " + "\n  ".join(errors))
 
-    def _pooch(self, url: str, name: str, expected: str | None) -> Path:
-        """``pooch.retrieve`` with retries and a progress bar for large files."""
+    def _pooch(self, url: str, target: Path) -> Path:
+        """``pooch.retrieve`` into ``target`` (re-using a file already there), three tries, a bar for large files.
+
+        Raises:
+            ImportError: pooch is not installed.
+            OSError: the third try failed too.
+        """
         try:
             import pooch
         except ImportError as error:
             raise ImportError("fetching needs pooch: pip install 'adjointlib[faces]' (or pip install pooch)") from error
-        path = self.downloads / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        known = f"sha256:{expected}" if expected else None
+        pooch.get_logger().setLevel("WARNING")  # no "SHA256 hash of downloaded file" line per file
         for attempt in range(3):
             try:
-                return Path(pooch.retrieve(url, known_hash=known, fname=path.name, path=path.parent,
-                                           progressbar=name.endswith((".gz", ".tar.gz")), ))
-            except ValueError:  # pooch: hash mismatch -> do not retry, report as a checksum error
-                raise
-            except Exception as error:  # noqa: BLE001  network errors of requests/urllib: retry
+                return Path(pooch.retrieve(url, known_hash=None, fname=target.name, path=target.parent,
+                                           progressbar=target.name.endswith(".gz")))
+            except Exception as error:  # noqa: BLE001  requests/urllib errors, HTTP errors: retry, then give up
                 if attempt == 2:
-                    raise OSError(str(error)) from error
+                    raise OSError(f"{type(error).__name__}: {error}") from error
         raise AssertionError("unreachable")
 
     # -- writing and checking outputs ----------------------------------------------------------------
