@@ -250,3 +250,35 @@ def test_recorded_urls_pin_commits():
     sources = fetch_module._read_sums("fetch_sources.sha256")
     assert sources["face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"] == DAT_SHA256
     assert sum(k.startswith("webmorphR.stim/inst/") for k in sources) == 306
+
+
+def test_the_download_path_through_pooch_from_a_loopback_server(tmp_path, monkeypatch):
+    """The real download code (pooch, no mirror), against an HTTP server on 127.0.0.1 serving original bytes."""
+    import functools
+    import http.server
+    import threading
+
+    pytest.importorskip("pooch")
+    root = tmp_path / "www"
+    (root / "weights").mkdir(parents=True)
+    (root / "weights/mobilefacenet.pt").write_bytes((SHARED / "models/mobilefacenet/mobilefacenet.pt").read_bytes())
+    (root / "LICENSE").write_bytes((SHARED / "models/mobilefacenet/LICENSE").read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setitem(URLS, "mobilefacenet", f"http://127.0.0.1:{server.server_port}/{{path}}")
+        report = fetch(tmp_path / "data", ["mobilefacenet"], log=lambda _: None)
+        assert report["mobilefacenet"]["identical_to_reference"] == 2
+        assert not (tmp_path / "data/.downloads").exists()  # raw downloads removed unless keep_downloads
+        (root / "LICENSE").write_bytes(b"not the licence")
+        with pytest.raises(ChecksumError, match="differs from the original"):
+            fetch(tmp_path / "again", ["mobilefacenet"], log=lambda _: None)
+        monkeypatch.setitem(URLS, "mobilefacenet", f"http://127.0.0.1:{server.server_port}/missing/{{path}}")
+        with pytest.raises(OSError, match="could not download"):
+            fetch(tmp_path / "third", ["mobilefacenet"], log=lambda _: None)
+    finally:
+        server.shutdown()
+        thread.join()
