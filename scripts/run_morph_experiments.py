@@ -6,8 +6,8 @@ Two steps, so that the morphs can be made on any machine (or several) and the ta
     python scripts/run_morph_experiments.py tables --experiment faces32
 
 ``run`` makes each optimised row with ``adjointlib.morph.run_morphs`` (DiM start, 50 gradient steps on
-L*_ID with the row's gradient method) into ``results/morphs/<experiment>/runs/<row>/``: resumable, one
-file per finished batch, stopping cleanly at ``--budget-s``.  ``tables`` merges the batch files and
+L*_ID with the row's gradient method) into ``results/morphs/<experiment>/runs/<row>/``: resumable per pair,
+one file per batch holding its finished pairs, stopping cleanly at ``--budget-s``.  ``tables`` merges the batch files and
 writes, for each pair subset (every pair done in all rows; the first 64 of the random order; the 16 most
 similar pairs), ``table.csv`` (MMPMR with exact 95 % intervals, margins, NFE, seconds), ``paired.csv``
 (exact McNemar tests between rows on the same pairs, Holm-adjusted within each subset and system),

@@ -221,6 +221,7 @@ class FakeJob:
 
 PAIRS = [{"pair": i, "id_a": f"{10 + i:03d}", "id_b": f"{20 + i:03d}", "gender": "female"} for i in range(4)]
 FAST = MorphSettings(steps=20, gradient_options={"steps": 4}, n_opt=1, lr=0.1)
+FAST_2 = MorphSettings(steps=20, gradient_options={"steps": 4}, n_opt=2, lr=0.1)
 
 
 def test_resume_does_only_the_missing_batches(tmp_path, monkeypatch):
@@ -329,8 +330,9 @@ def test_a_folder_refuses_other_settings(tmp_path):
 def test_command_line_runs_resumes_and_prints_the_table(tmp_path, monkeypatch, capsys):
     from adjointlib.morph import __main__ as cli
 
+    job = FakeJob()  # one toy job: a new one's weights would depend on the global RNG state (test order)
     monkeypatch.setattr(cli, "load_face_model", lambda path: None)
-    monkeypatch.setattr(cli, "MorphJob", lambda model, device: FakeJob())
+    monkeypatch.setattr(cli, "MorphJob", lambda model, device: job)
     argv = ["--out", str(tmp_path), "--pairs", "2", "--order", "similar", "--n-opt", "1", "--adjoint-steps", "4",
             "--batch-size", "2"]
     rows = cli.main(argv)
@@ -361,3 +363,175 @@ def test_torchrun_two_gloo_ranks_merge_to_the_one_process_result(tmp_path):
     assert len(read_records(tmp_path / "two")) == 4
     assert strip(read_records(tmp_path / "two")) == strip(read_records(tmp_path / "one"))
     assert sorted(p.name for p in (tmp_path / "two" / "batches").iterdir()) == [f"{k:04d}.jsonl" for k in range(4)]
+
+
+# --- the main job as a user meets it (issue 14 item 9) -------------------------------------------------------------
+
+def _optimised_batches(monkeypatch):
+    """Record the pairs of each optimise_morph call of the runner (the batches actually optimised)."""
+    sizes, real = [], runner.optimise_morph
+
+    def counting(model, system, x_T, *args, **kwargs):
+        sizes.append(x_T.shape[0])
+        return real(model, system, x_T, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "optimise_morph", counting)
+    return sizes
+
+
+def test_resume_is_per_pair_and_a_partly_done_batch_makes_only_its_missing_pairs(tmp_path, monkeypatch):
+    """Interrupted between two pairs' records: the finished pair is kept, the others are made as a smaller batch
+    that says so (made_with), and they equal the pairs of an uninterrupted run up to round-off."""
+    job = FakeJob()
+    fresh = run_morphs(job, PAIRS, FAST, tmp_path / "fresh", batch_size=4, progress=False)
+    assert all("made_with" not in r for r in fresh)  # a run made in its planned batches is marked nowhere
+    sizes = _optimised_batches(monkeypatch)
+    real_save, saved = runner._save_png, []
+
+    def interrupted_after_one_pair(path, image):
+        if len(saved) == 1:
+            raise KeyboardInterrupt
+        saved.append(path)
+        real_save(path, image)
+
+    monkeypatch.setattr(runner, "_save_png", interrupted_after_one_pair)
+    with pytest.raises(KeyboardInterrupt):
+        run_morphs(job, PAIRS, FAST, tmp_path / "resumed", batch_size=4, progress=False)
+    kept = (tmp_path / "resumed" / "batches" / "0000.jsonl").read_text()
+    assert [json.loads(line)["pair"] for line in kept.splitlines()] == [0]  # the finished pair is on disk
+    monkeypatch.setattr(runner, "_save_png", real_save)
+    records = run_morphs(job, PAIRS, FAST, tmp_path / "resumed", batch_size=4, progress=False)
+    assert sizes == [4, 3]  # the interrupted batch, then only its three missing pairs
+    assert [r["pair"] for r in records] == [0, 1, 2, 3] == [r["pair"] for r in read_records(tmp_path / "resumed")]
+    assert (tmp_path / "resumed" / "batches" / "0000.jsonl").read_text().startswith(kept)  # pair 0 untouched
+    assert "made_with" not in records[0] and all(r["made_with"] == [1, 2, 3] for r in records[1:])
+    for made, planned in zip(records, fresh):  # batch composition changes round-off only
+        assert np.allclose(made["loss"], planned["loss"], atol=2e-6) and made["scores"] == planned["scores"]
+    assert run_morphs(job, PAIRS, FAST, tmp_path / "resumed", batch_size=4, progress=False) == records
+    assert sizes == [4, 3]  # nothing left to do
+
+    sizes.clear()  # a grown selection: the partial last batch keeps its pair and makes only the new one
+    run_morphs(job, PAIRS[:3], FAST, tmp_path / "grown", batch_size=2, progress=False)
+    before = (tmp_path / "grown" / "batches" / "0001.jsonl").read_text()
+    records = run_morphs(job, PAIRS, FAST, tmp_path / "grown", batch_size=2, progress=False)
+    assert sizes == [2, 1, 1] and (tmp_path / "grown" / "batches" / "0001.jsonl").read_text().startswith(before)
+    assert [r.get("made_with") for r in records] == [None, None, None, [3]]
+
+
+def test_progress_bars_show_the_optimisation_steps_with_an_eta_and_stay_silent_under_tqdm_disable(tmp_path, capsys):
+    """A bar over the pairs and, inside each batch, one over the optimisation steps with its ETA and mean loss;
+    by default on, and off when TQDM_DISABLE=1 (as on CI; tqdm reads it when imported, hence the subprocesses)."""
+    import os
+    import subprocess
+    import sys
+
+    run_morphs(FakeJob(), PAIRS[:2], FAST_2, tmp_path / "shown", batch_size=2, progress=True)
+    shown = capsys.readouterr().err
+    assert "morphs custom" in shown and "2/2" in shown and "pair" in shown, shown
+    assert "optimising 2 morphs" in shown and "step" in shown and "mean loss" in shown and "<" in shown, shown
+    run_morphs(FakeJob(), PAIRS[:2], FAST_2, tmp_path / "quiet", batch_size=2, progress=False)
+    assert capsys.readouterr().err == ""
+    probe = "from adjointlib.morph.runner import progress_enabled; print(progress_enabled(None))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    default = [subprocess.run([sys.executable, "-c", probe], env={**env, **extra}, capture_output=True, text=True,
+                              check=True, timeout=120).stdout.strip() for extra in ({}, {"TQDM_DISABLE": "1"})]
+    assert default == ["True", "False"]
+
+
+def _fails_with_one_line(capsys, argv, code=2):
+    from adjointlib.morph import __main__ as cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.cli(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == code and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("python -m adjointlib.morph: error: "), err
+    return line
+
+
+def test_user_mistakes_end_in_one_error_line_with_status_2(tmp_path, monkeypatch, capsys):
+    from adjointlib.morph import __main__ as cli
+
+    out = str(tmp_path / "out")
+    assert "even number of at least 2" in _fails_with_one_line(capsys, ["--out", out, "--pairs", "0"])
+    assert "got 3" in _fails_with_one_line(capsys, ["--out", out, "--pairs", "3"])
+    line = _fails_with_one_line(capsys, ["--out", out, "--pairs", "10000"])
+    assert "--pairs: 10000 is more than the list has; at most 500 (250 female, 250 male pairs)" in line
+    (tmp_path / "file").write_text("")
+    assert "is a file" in _fails_with_one_line(capsys, ["--out", str(tmp_path / "file"), "--pairs", "2"])
+    assert "which is a file" in _fails_with_one_line(capsys, ["--out", str(tmp_path / "file" / "x"), "--pairs", "2"])
+    assert "--batch-size: must be at least 1" in _fails_with_one_line(capsys, ["--out", out, "--batch-size", "0"])
+    assert "bf16" in _fails_with_one_line(capsys, ["--out", out, "--method", "reversible", "--precision", "bf16"])
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in _fails_with_one_line(capsys, ["--out", out, "--device", "cuda"])
+    assert "--pairs-file" in _fails_with_one_line(capsys, ["--out", out, "--pairs-file", str(tmp_path / "no.csv")])
+    assert "no face model folder" in _fails_with_one_line(capsys, ["--out", out, "--model", str(tmp_path / "none")])
+    # a data variable that is set but names nothing: said so, not "set the variable"
+    monkeypatch.setenv("ADJOINTLIB_SHARED", str(tmp_path / "no_such_folder"))
+    line = _fails_with_one_line(capsys, ["--out", out, "--pairs", "2"])
+    assert f"$ADJOINTLIB_SHARED is set to {tmp_path / 'no_such_folder'}, which does not exist" in line
+    # set to a folder without the weights: the loader's message in one line, noting that the variable is set
+    monkeypatch.setenv("ADJOINTLIB_SHARED", str(tmp_path))
+    monkeypatch.setattr(cli, "load_face_model", lambda path: tiny_model())
+    line = _fails_with_one_line(capsys, ["--out", out, "--pairs", "2"])
+    assert "not found" in line and f"$ADJOINTLIB_SHARED is already set, to {tmp_path}" in line
+    assert not (tmp_path / "out").exists()  # nothing written by a refused command
+
+    monkeypatch.setattr(cli, "MorphJob", lambda model, device: FakeJob())  # budget spent before any pair: no table
+    monkeypatch.setattr(cli, "load_face_model", lambda path: None)
+    monkeypatch.delenv("ADJOINTLIB_SHARED")
+    assert cli.cli(["--out", out, "--pairs", "2", "--order", "similar", "--budget-s", "1e-9"]) == 0
+    assert "no pair finished yet" in capsys.readouterr().out and not (tmp_path / "out" / "mmpmr.json").exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_morphs", interrupted)  # Ctrl-C: one line, status 130
+    with pytest.raises(SystemExit) as exit_:
+        cli.cli(["--out", out, "--pairs", "2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130 and "run the same command again" in err and "Traceback" not in err
+
+    def bug(model, device):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "MorphJob", bug)  # a bug keeps its traceback
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.cli(["--out", out, "--pairs", "2"])
+
+
+def test_help_gives_every_default(capsys):
+    from adjointlib.morph import __main__ as cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.cli(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    for shown in ("--batch-size BATCH_SIZE pairs optimised together", "(default: 8)", "(default: adjointdeis1_ode)",
+                  "(default: random)", "(default: the method's, 0.1)", "(default: the method's, 50; 0 for dim)",
+                  "(default: cpu)", "TQDM_DISABLE=1"):
+        assert shown in text, shown
+    parser = cli.build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest not in ("help", "out"):
+            assert "default" in formatter._get_help_string(action), action.dest
+
+
+def test_a_refused_folder_names_each_differing_setting_with_both_values(tmp_path, monkeypatch, capsys):
+    from adjointlib.morph import __main__ as cli
+
+    job = FakeJob()
+    monkeypatch.setattr(cli, "load_face_model", lambda path: None)
+    monkeypatch.setattr(cli, "MorphJob", lambda model, device: job)
+    argv = ["--out", str(tmp_path), "--pairs", "2", "--order", "similar", "--n-opt", "1", "--adjoint-steps", "4",
+            "--batch-size", "2"]
+    cli.main(argv)
+    capsys.readouterr()
+    line = _fails_with_one_line(capsys, argv + ["--lr", "0.5", "--batch-size", "1"])
+    assert "other settings: batch_size was 2, now 1; settings.lr was 0.1, now 0.5. Resume with the same" in line
+    with pytest.raises(runner.FolderError) as refused:  # under torchrun every rank refuses, not only rank 0
+        run_morphs(job, PAIRS, FAST, tmp_path, batch_size=2, rank=1, world_size=2, progress=False)
+    assert ("method", "adjointdeis1_ode", "custom") in refused.value.differences
+    assert ("settings.gradient_options.steps", 4, 4) not in refused.value.differences

@@ -115,7 +115,9 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
     model: ``FaceDiffusionModel``; system: the loss FR network; x_T (b, 3, S, S); z (b, z_dim) or None;
     v_a, v_b (b, D) the contributors' embeddings; noises (N, b, 3, S, S) for the SDE (fixed while
     optimising).  loss_fn(system, x0, v_a, v_b) -> (b,) losses, L*_ID by default (another loss, e.g. for
-    an ablation, must keep that signature).  Returns the morphs of the final (x_T, z) and the loss history.
+    an ablation, must keep that signature).  progress True: a bar over the optimisation steps with its ETA
+    and the batch's mean loss (None or False: none, the library default; the morph job passes True).
+    Returns the morphs of the final (x_T, z) and the loss history.
     Raises:
         ValueError: ``settings`` has an SDE sampler and ``noises`` is None.
         TypeError, ValueError: invalid ``x_T``, ``z`` or ``noises`` for the sampling call (``adjointlib.sample``).
@@ -135,12 +137,16 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
     else:
         optimiser = torch.optim.Adam(leaves, lr=settings.lr, betas=(0.5, 0.9))
     losses = []
-    for _ in tqdm(range(settings.n_opt), desc="optimising morphs", disable=progress is not True, leave=False):
+    bar = tqdm(range(settings.n_opt), desc=f"optimising {x_T.shape[0]} morph{'s' * (x_T.shape[0] > 1)}",
+               unit="step", disable=progress is not True, leave=False)
+    for _ in bar:
         x0 = _sample(model, fast, x_T, z, noises, settings)
         loss = loss_fn(system, x0, v_a, v_b)
         if not bool(torch.isfinite(loss).all()):
             raise FloatingPointError("the identity loss became NaN/Inf; lower the learning rate")
         losses.append(loss.detach())
+        if progress is True:
+            bar.set_postfix_str(f"mean loss {float(loss.detach().mean()):.4f}", refresh=False)
         optimiser.zero_grad(set_to_none=True)
         loss.sum().backward()
         optimiser.step()

@@ -1,21 +1,36 @@
 """The morph job: FRLL pairs in fixed batches → DiM start → optimisation → PNG + one JSON line per pair.
 
-Resumable, crash-safe and shardable: ``<out>/config.json`` pins every setting that changes a morph's
-numbers (settings, model weights, batch size, seed, device, CPU threads, TF32, torch version; another
-configuration in the same folder is refused).  The pair list is cut into fixed batches by position;
-batch k is written as one file ``batches/<k>.jsonl`` (its PNGs first, then the file, each atomically),
-so a batch is done exactly when its file exists and holds the planned pairs.  Any number of processes
-(``torchrun``) or machines can share the batches (batch k goes to rank k mod world size); merging
-concatenates the batch files in order into ``morphs.jsonl``.  Each pair's SDE noises are drawn from
-its own seed (``seed``, pair number), and DDIM inversion decides convergence per sample, so a morph
-depends on its batch-mates only through the network's batch-size-dependent round-off (measured in
-``scripts/measure_morph_determinism.py``).  Scores follow the FRLL protocol of
-``adjointlib.faces.evaluate`` (probes: the contributors' smiling photos at 128 px; thresholds at FMR
-0.1 % from the bona fide comparisons) and are computed on the CPU from the saved uint8 morphs.
+Resumable, crash-safe and shardable: ``<out>/config.json`` pins every setting that changes a morph's numbers
+(settings, model weights, batch size, seed, device, CPU threads, TF32, torch version); another configuration
+in the same folder is refused, naming each differing setting with both values.  The pair list is cut into
+fixed batches by position; batch k is recorded in ``batches/<k>.jsonl``, one line per finished pair in
+planned order.  The pairs of a batch are optimised together and finish together; then each pair's PNG is
+written and the batch file is rewritten with that pair's line added (each write atomic), so the file always
+holds a prefix of the planned pairs and a pair is done exactly when its line is there.  Resume is per pair:
+an interrupted run loses only what was not yet written, i.e. the batch being optimised (at most one pair
+with ``batch_size=1``), and a run that finds a batch partly done (the last, partial batch of a smaller
+selection, or a write interrupted between two pairs) makes only the missing pairs, together, as a smaller
+batch.  Any number of processes (``torchrun``) or machines can share the batches (batch k goes to rank k mod
+world size); merging concatenates the batch files in order into ``morphs.jsonl``.
+
+Batch-mates: each pair's SDE noises are drawn from its own seed (``seed``, pair number), and DDIM inversion
+decides convergence per sample, so a morph depends on its batch-mates only through the network's
+batch-size-dependent round-off, which L*_ID's max over the two contributors can amplify over 50 steps
+(``scripts/measure_morph_determinism.py``, results/morphs/determinism.json: for the measured pair at one CPU
+thread, alone vs in a batch of 2 or 8 differed by up to 3 pixel levels, while a 1e-6 change of x_T gave 62;
+no accept/reject decision changed). A batch interrupted while optimising is made again whole, so resuming
+changes no batch's composition except where a batch is found partly done; the pairs then made in a smaller
+batch record their actual batch-mates in ``made_with`` (absent for a pair made in its planned batch, so an
+uninterrupted run's records are unchanged).
+
+Scores follow the FRLL protocol of ``adjointlib.faces.evaluate`` (probes: the contributors' smiling photos
+at 128 px; thresholds at FMR 0.1 % from the bona fide comparisons) and are computed on the CPU from the
+saved uint8 morphs.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 from pathlib import Path
@@ -31,9 +46,19 @@ from .dim import dim_start
 from .optimise import MorphSettings, optimise_morph
 
 __all__ = ["MorphScorer", "MorphJob", "run_morphs", "merge_batches", "read_records", "mmpmr_rows", "format_mmpmr_table",
-           "run_environment", "EVAL_SYSTEMS"]
+           "run_environment", "EVAL_SYSTEMS", "FolderError"]
 
 EVAL_SYSTEMS = ("mobilefacenet", "dlib_resnet")
+
+
+class FolderError(ValueError):
+    """A result folder that cannot be used as it is: made with another configuration (``differences``:
+    (setting, value in the folder, value now) triples), a record file edited by hand, or batch files of
+    different layouts.  A user's mistake, not a bug: the command line prints it as one line."""
+
+    def __init__(self, message: str, differences: list | None = None):
+        super().__init__(message)
+        self.differences = differences or []
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
@@ -52,7 +77,7 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error}); this file is only ever "
+            raise FolderError(f"{path}, line {number}: not valid JSON ({error}); this file is only ever "
                              "replaced atomically, so it was edited by hand") from error
     return records
 
@@ -151,15 +176,44 @@ def run_environment(device) -> dict:
             "torch": torch.__version__.split("+")[0]}
 
 
-def _check_config(out: Path, config: dict) -> None:
+def _flatten(config: dict, prefix: str = "") -> dict:
+    """{"settings": {"lr": 0.1}} -> {"settings.lr": 0.1} (nested settings compared and named one by one)."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+_ABSENT = object()
+
+
+def config_differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """(setting, old value, new value) for every setting (nested ones as "settings.lr") that differs;
+    a setting missing on one side has the value "(absent)"."""
+    old, new = _flatten(old), _flatten(new)
+    return [(key, old.get(key, "(absent)"), new.get(key, "(absent)")) for key in sorted(set(old) | set(new))
+            if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+
+
+def _check_config(out: Path, config: dict, write: bool = True) -> None:
+    """Refuse ``out`` if its config.json differs from ``config``; write config.json into a new folder
+    (only if ``write``: under torchrun rank 0 writes it and every rank checks it)."""
     path = out / "config.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise FolderError(f"{path} is not valid JSON ({error}); it is only ever replaced atomically, so it "
+                              "was edited by hand") from error
         if old != config:
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise ValueError(f"{out} holds morphs made with other settings (differing: {changed}); "
-                             "use another --out folder or delete it")
-    else:
+            differences = config_differences(old, config)
+            named = "; ".join(f"{key} was {json.dumps(was)}, now {json.dumps(now)}" for key, was, now in differences)
+            raise FolderError(f"{out} holds morphs made with other settings: {named}. Resume with the same settings, "
+                              "or use another --out folder", differences)
+    elif write:
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, json.dumps(config, indent=2).encode())
 
@@ -179,27 +233,46 @@ def _batch_path(out: Path, index: int) -> Path:
     return out / "batches" / f"{index:04d}.jsonl"
 
 
-def _done(out: Path, index: int, batch: list[dict]) -> bool:
-    """Batch ``index`` is done if its file starts with the planned pairs (a smaller selection of a larger
-    finished run keeps the larger run's batch)."""
+def _batch_records(out: Path, index: int, batch: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(records kept, pairs still to make) of batch ``index``.  The batch file holds a prefix of the planned
+    pairs (its finished pairs), or all of them and more (a larger selection's batch: kept whole); a file
+    of another pair order is made again."""
     path = _batch_path(out, index)
-    if not path.is_file():
-        return False
-    made = [r["pair"] for r in _read_jsonl(path)]
-    return made[: len(batch)] == [p["pair"] for p in batch]
+    made = _read_jsonl(path) if path.is_file() else []
+    made_pairs, planned = [r["pair"] for r in made], [p["pair"] for p in batch]
+    if made_pairs[: len(planned)] == planned:
+        return made, []
+    if planned[: len(made_pairs)] == made_pairs:
+        return made, batch[len(made):]
+    return [], batch
 
 
-def _morph_batch(job: MorphJob, batch: list[dict], settings: MorphSettings, seed: int, progress) -> list[dict]:
+def progress_enabled(progress: bool | None) -> bool:
+    """Whether to show progress bars: ``progress`` if given, else tqdm's own default (on, also when writing
+    to a log; off when the environment sets TQDM_DISABLE=1, as CI does)."""
+    if progress is not None:
+        return bool(progress)
+    probe = tqdm(total=0, file=io.StringIO())  # reads tqdm's TQDM_* environment defaults
+    enabled = not probe.disable
+    probe.close()
+    return enabled
+
+
+def _morph_batch(job: MorphJob, batch: list[dict], settings: MorphSettings, seed: int, progress: bool,
+                 stage=lambda text: None) -> list[dict]:
     started = time.perf_counter()
+    stage("DiM start (inversion)")
     x_a, x_b, v_a, v_b = job.contributors(batch)
     draws = None
     if settings.sde:
         draws = _pair_draws(batch, seed, tuple(x_a.shape[1:]), settings.steps).to(x_a)
     start = dim_start(job.model, x_a, x_b, steps=settings.steps, sde=settings.sde, draws=draws)
+    stage(f"optimising {len(batch)} together")
     result = optimise_morph(job.model, job.loss_system, start.x_T, start.z, v_a, v_b, settings,
                             noises=start.noises, progress=progress)
     images = tensor_to_images(result.x0)
     seconds = (time.perf_counter() - started) / len(batch)
+    stage("scoring")
     scores = job.scores(images, batch)
     records = []
     for k, pair in enumerate(batch):
@@ -219,41 +292,52 @@ def run_morphs(job: MorphJob, pairs: list[dict], settings: MorphSettings, out: s
                rank: int = 0, world_size: int = 1, deadline: float | None = None,
                progress: bool | None = None) -> list[dict]:
     """Make (or finish) the morphs of ``pairs`` into ``out``; returns the merged records of the folder
-    (those of every finished batch; with world_size > 1 call ``merge_batches`` after all ranks finish).
+    (those of every finished pair; with world_size > 1 call ``merge_batches`` after all ranks finish).
 
     Per pair: ``morphs/<pair>_<id_a>_<id_b>.png`` (canonical crop at the model size) and a JSON line with
     the loss history; the NFE of its batch: ``nfe_encode`` (DiM's inversion of a and b in one batch),
     ``nfe_forward`` (every ε evaluation while optimising and sampling the result, including the forward
     pass inside each VJP), ``nfe_vjp``, and ``nfe`` = encode + forward, the paper's count (H.2: N_E +
     n_opt (N + M), a VJP counted once) plus the final sampling; wall seconds per morph (batch time / batch
-    size); and each evaluation system's similarities to a's and b's smiling photos.
+    size); each evaluation system's similarities to a's and b's smiling photos; and, only for a pair made
+    on resume in a smaller batch than planned, ``made_with``: the pairs it was optimised with.
     rank, world_size: this process does the batches k with k mod world_size == rank.  deadline: a
     ``time.time()`` after which no new batch is started (the job stops cleanly; run again to go on).
-    A batch file that does not start with the planned batch's pairs (the last, partial batch of a smaller
-    run) is made again, so a folder holds what a fresh run of its largest selection would make.
-    Raises ValueError if ``out`` holds another configuration.
+    Resume is per pair (module docstring): a batch whose file holds some of its planned pairs makes only
+    the others; a batch file that holds other pairs is made again.  progress: show a bar over the pairs
+    and, inside each batch, one over the optimisation steps (with the ETA and mean L*_ID); None: on unless
+    TQDM_DISABLE=1 (``progress_enabled``).
+    Raises FolderError (a ValueError) if ``out`` holds another configuration, naming each differing setting.
     """
     out = Path(out)
     config = {"method": method, "settings": settings.to_dict(), "model": model_name,
               "model_sha256": model_fingerprint(job.model), "batch_size": batch_size, "seed": seed,
               "loss_system": job.loss_system.name, "image_size": job.size, **run_environment(job.device)}
-    if rank == 0:
-        _check_config(out, config)
+    _check_config(out, config, write=rank == 0)  # every rank refuses another configuration; rank 0 writes it
     (out / "morphs").mkdir(parents=True, exist_ok=True)
     (out / "batches").mkdir(exist_ok=True)
     batches = [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
     mine = [k for k in range(len(batches)) if k % world_size == rank]
-    todo = [k for k in mine if not _done(out, k, batches[k])]
-    bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=sum(len(batches[k]) for k in mine if k not in todo),
-               desc=f"morphs {method}", disable=progress is False)
+    plan = {k: _batch_records(out, k, batches[k]) for k in mine}
+    todo = [k for k in mine if plan[k][1]]
+    show = progress_enabled(progress)
+    bar = tqdm(total=sum(len(batches[k]) for k in mine), initial=sum(len(batches[k]) - len(plan[k][1]) for k in mine),
+               desc=f"morphs {method}", unit="pair", disable=not show)
     for k in todo:
         if deadline is not None and time.time() > deadline:
             break
-        records = _morph_batch(job, batches[k], settings, seed, progress)
+        kept, missing = plan[k]
+        stage = (lambda text, k=k: bar.set_postfix_str(f"batch {k}: {text}")) if show else (lambda text: None)
+        records = _morph_batch(job, missing, settings, seed, show, stage)
+        stage("saving")
         for record in records:
+            if len(missing) < len(batches[k]):
+                record["made_with"] = [p["pair"] for p in missing]
             _save_png(out / record["image"], record.pop("_png"))
-        _write_atomic(_batch_path(out, k), "".join(json.dumps(r) + "\n" for r in records).encode())
-        bar.update(len(records))
+            kept.append(record)
+            _write_atomic(_batch_path(out, k), "".join(json.dumps(r) + "\n" for r in kept).encode())
+            bar.update(1)
+    bar.set_postfix_str("")
     bar.close()
     return merge_batches(out) if world_size == 1 else []
 
@@ -263,13 +347,14 @@ def merge_batches(out: str | Path) -> list[dict]:
     the records.  Run by rank 0 after every rank has finished, and after unpacking batches from another
     machine.
     Raises:
-        ValueError: two batch files in ``out``/batches hold the same pair (batches of different sizes).
+        FolderError (a ValueError): two batch files in ``out``/batches hold the same pair (batches of different
+            sizes), or a batch file is not valid JSON lines.
     """
     out = Path(out)
     records = [r for path in sorted((out / "batches").glob("*.jsonl")) for r in _read_jsonl(path)]
     pairs = [r["pair"] for r in records]
     if len(set(pairs)) != len(pairs):
-        raise ValueError(f"{out}/batches holds some pairs twice; it mixes batch layouts")
+        raise FolderError(f"{out}/batches holds some pairs twice; it mixes batch layouts")
     _write_atomic(out / "morphs.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
     return records
 
