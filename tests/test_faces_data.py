@@ -32,6 +32,7 @@ def test_missing_data_raises_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="ADJOINTLIB_FRLL") as err:
         frll_dir()
     assert str(tmp_path / "nowhere") in str(err.value)
+    assert "$ADJOINTLIB_SHARED is set" in str(err.value)  # it does not ask to set a variable that is set
     with pytest.raises(FileNotFoundError, match="ADJOINTLIB_UTKFACE"):
         utkface_zip()
     with pytest.raises(FileNotFoundError, match="ADJOINTLIB_SHARED"):

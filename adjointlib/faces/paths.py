@@ -97,15 +97,17 @@ def _resolve(arg: str | Path | None, env: str, default, what: str) -> Path:
     if arg is not None:
         path, how = Path(arg).expanduser(), "the argument"
     elif os.environ.get(env):
-        path, how = Path(os.environ[env]).expanduser(), f"${env}"
+        path, how = Path(os.environ[env]).expanduser(), f"${env}={os.environ[env]}"
     else:
-        path, how = default(f"set the environment variable {names} or pass the path explicitly"), \
-            "the default location"
+        path = default(f"set the environment variable {names} or pass the path explicitly")
+        how = f"${ENV_SHARED}={os.environ[ENV_SHARED]}" if os.environ.get(ENV_SHARED) else "the default location"
     if not path.exists():
-        raise FileNotFoundError(
-            f"{what} not found at {path} (from {how}). Pass the path explicitly or set the "
-            f"environment variable {names}; see ../shared/README.md for the data package."
-        )
+        var = how.split("=")[0]
+        fix = (f"{var} is set, so the data is missing under it: put it there, point {var} at the folder that has "
+               f"it, or set {env if env != ENV_SHARED else var} to the data's own folder" if how.startswith("$") else
+               f"pass the path explicitly or set the environment variable {names}")
+        raise FileNotFoundError(f"{what} not found at {path} (from {how}): {fix}; "
+                                "`python -m adjointlib.faces.fetch` fetches the public data (README, Get the data).")
     return path
 
 
@@ -169,10 +171,11 @@ def model_file(model: str, filename: str) -> Path:
     hint = f"pass the weights path explicitly or set the environment variable {ENV_SHARED}"
     path = _shared_default(hint) / "models" / model / filename
     if not path.is_file():
-        raise FileNotFoundError(
-            f"Model file {path} not found. Pass the weights path explicitly or set the "
-            f"environment variable {ENV_SHARED}; see ../shared/README.md for the data package."
-        )
+        source = f"${ENV_SHARED}={os.environ[ENV_SHARED]}" if os.environ.get(ENV_SHARED) else "the default location"
+        fix = ("the variable is set, so the file is missing in that folder" if os.environ.get(ENV_SHARED)
+               else f"pass the weights path explicitly or set the environment variable {ENV_SHARED}")
+        raise FileNotFoundError(f"model file {path} not found (from {source}): {fix}; "
+                                "`python -m adjointlib.faces.fetch` fetches the public weights (README, Get the data).")
     return path
 
 

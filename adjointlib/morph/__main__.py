@@ -277,7 +277,11 @@ def main(argv=None) -> list[dict]:
 
 def cli(argv=None) -> int:
     """The command: ``main`` with the user's mistakes as one line ``<prog>: error: ...`` and exit status 2
-    (SystemExit), an interruption as one line and status 130; returns 0 when done."""
+    (SystemExit), an interruption as one line and status 130; returns 0 when done.
+
+    Raises:
+        SystemExit: status 2 for a usage or output-folder error, 130 for an interruption (Ctrl-C).
+    """
     try:
         main(argv)
     except (UsageError, FolderError) as error:
