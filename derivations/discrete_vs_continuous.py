@@ -1,4 +1,4 @@
-r"""AdjointDEIS-1 versus the exact discrete adjoint of one DDIM step (paper-notes §4.2).
+r"""AdjointDEIS-1 versus the exact discrete adjoint of one DDIM step (paper §2.2, eq. 2.14, against autograd through DDIM).
 
 One DDIM step from s to t < s is :math:`x_t=\frac{\alpha_t}{\alpha_s}x_s-\sigma_t(e^{h'}-1)\epsilon_\theta(x_s,z,s)`,
 :math:`h'=\lambda_t-\lambda_s>0`.  Differentiating it (what autograd does through the sampler):

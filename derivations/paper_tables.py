@@ -1,8 +1,8 @@
 r"""The paper's experiment tables as data, and the checks behind the book's inferences about them.
 
-Transcribed from Blasingame & Liu, NeurIPS 2024 (Tables 1, 4, 5, 6; MMPMR in % on 489 SYN-MAD pairs at
-FMR = 0.1 %, systems AdaFace / ArcFace / ElasticFace), as digested in ``../shared/reference/paper-notes.md``
-§7.2, §8.7–8.9.  What the paper *states* and what the book *infers* from these numbers:
+Transcribed from Blasingame & Liu, NeurIPS 2024 (https://openreview.net/forum?id=fAlcxvrOEX, arXiv:2405.15020:
+Tables 1, 4, 5, 6 of §5 and Appendix F; MMPMR in % on 489 SYN-MAD pairs at FMR = 0.1 %, systems AdaFace / ArcFace /
+ElasticFace; NFE accounting of Appendix H.2).  What the paper *states* and what the book *infers* from these numbers:
 
 * the paper states η = 0.01 for its main experiment (§5), but Table 1's AdjointDEIS rows equal Table 6's η = 0.1
   rows and not its η = 0.01 row, so the book infers Table 1 was run with η = 0.1 (ERRATA.md #24);

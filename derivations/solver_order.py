@@ -116,5 +116,5 @@ def test_discrete_ddim_gradient_is_a_different_first_order_approximation():
     # on this problem its error constant is ~15x smaller than AdjointDEIS-1's
     (_, _), errs1 = slopes(lambda M: run_adjoint(M, 1), exact())
     assert errs[-1][0] < errs1[-1][0] / 10
-    # at fixed M, AdjointDEIS-1 and the exact discrete gradient differ (paper-notes section 4.2)
+    # at fixed M, AdjointDEIS-1 and the exact discrete gradient differ (discrete_vs_continuous.py, ERRATA #21)
     assert abs(run_discrete_ddim(16)[0] - run_adjoint(16, 1)[0]) > 1e-4
