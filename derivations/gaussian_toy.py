@@ -110,13 +110,28 @@ def _tau_dot_identities():
 
 
 # ---------------------------------------------------------------- checks
+def _marginal_moments():
+    """Mean, variance of x_t = alpha (mu + s e) + sigma n and Cov(n, x_t), from the model's coefficients
+    (e, n independent standard normals)."""
+    e, n = sm.symbols("e n", real=True)
+    x_t = alpha_g * (mu + sd * e) + sigma_g * n
+    return x_t.subs({e: 0, n: 0}), sm.diff(x_t, e) ** 2 + sm.diff(x_t, n) ** 2, sm.diff(x_t, n)
+
+
+def _is_tweedie_and_score(eps_candidate):
+    """eps_candidate = E[n | x_t = x] (Gaussian conditioning) = -sigma d/dx log p_t(x), p_t = N(mean, var)."""
+    mean, var, cov_n_x = _marginal_moments()
+    logp = -(x - mean) ** 2 / (2 * var) - sm.log(var) / 2  # + const
+    return is_zero(cov_n_x / var * (x - mean) - eps_candidate) and is_zero(eps_candidate + sigma_g * sm.diff(logp, x))
+
+
 def test_marginal_and_eps_star_is_tweedie_and_score():
-    # x_t = alpha x0 + sigma n, x0 = mu + s e: mean alpha mu, variance alpha^2 s^2 + sigma^2
-    var = alpha_g**2 * sd**2 + sigma_g**2
-    cov_n_x = sigma_g  # Cov(n, alpha x0 + sigma n)
-    assert is_zero(cov_n_x / var * (x - alpha_g * mu) - eps_star_t)  # E[n | x_t = x]
-    logp = -(x - alpha_g * mu) ** 2 / (2 * tau2_t) - sm.log(tau_t)  # + const
-    assert is_zero(eps_star_t + sigma_g * sm.diff(logp, x))
+    mean, var, _ = _marginal_moments()
+    assert is_zero(mean - alpha_g * mu) and is_zero(var - tau2_t)  # N(alpha mu, tau^2)
+    assert _is_tweedie_and_score(eps_star_t)
+    # the check fails for a wrong predictor: the data std ignored (tau^2 -> sigma^2), or the sign of the score
+    assert not _is_tweedie_and_score(sigma_g * (x - alpha_g * mu) / sigma_g**2)
+    assert not _is_tweedie_and_score(-eps_star_t)
 
 
 def test_tau_identities():
@@ -162,6 +177,19 @@ def test_continuous_adjoint_reproduces_the_ode_gradients():
     x_on_path = alpha_g * mu + tau_t * K
     rhs = -g2_t / (2 * sigma_g) * a0_ * tau0_expr / tau_t * sm.diff(eps_star_t, sd).subs(x, x_on_path)
     assert is_zero(sm.diff(a_s, t) - rhs)
+    # the constants of integration: at t_end the adjoint starts from (a_0, 0, 0); at t_start it reads a_0 times
+    # the exact gradients of the flow (ODE_DX, ODE_DMU, ODE_DS)
+    end = {alpha_g: a0, sigma_g: s0, tau0_: tau0, alpha0_: a0}
+    start = {alpha_g: aT, sigma_g: sT, tau0_: tau0, alpha0_: a0, K: (xT - aT * mu) / tauT}
+
+    def reproduces_the_gradients(a_mu_):
+        return (is_zero(a_x.subs(end) - a0_) and is_zero(a_mu_.subs(end)) and is_zero(a_s.subs(end))
+                and is_zero(a_x.subs(start) - a0_ * ODE_DX) and is_zero(a_mu_.subs(start) - a0_ * ODE_DMU)
+                and is_zero(a_s.subs(start) - a0_ * ODE_DS))
+
+    assert reproduces_the_gradients(a_mu)
+    # the derivative checks above cannot see a wrong constant; this one does: a_mu + a_0 has the same t-derivative
+    assert is_zero(sm.diff(a_mu + a0_, t) - sm.diff(a_mu, t)) and not reproduces_the_gradients(a_mu + a0_)
 
 
 def test_sde_jacobians_direct_and_by_the_doubled_adjoint():
@@ -173,7 +201,12 @@ def test_sde_jacobians_direct_and_by_the_doubled_adjoint():
     # Phi(t) = (tau_t^2/alpha_t) / (tau_u^2/alpha_u) solves Phi' = (f + g^2/tau^2) Phi
     Phi = tau2_t / alpha_g
     assert is_zero(sm.diff(Phi, t) - (f_t + g2_t / tau2_t) * Phi)
-    assert is_zero(SDE_DX - (tau0**2 / a0) / (tauT**2 / aT))
+
+    def is_the_propagator(dx):  # dx_0/dx_T = Phi(t_end) / Phi(t_start), Phi evaluated at the two grid points
+        return is_zero(dx - Phi.subs({alpha_g: a0, sigma_g: s0}) / Phi.subs({alpha_g: aT, sigma_g: sT}))
+
+    assert is_the_propagator(SDE_DX)
+    assert not is_the_propagator(ODE_DX)  # the check fails for the PF-ODE's tau_0/tau_T
     # mu: x_0 = alpha_0 mu + Phi (x_T - alpha_T mu) + noise  =>  alpha_0 - Phi alpha_T
     assert is_zero(SDE_DMU - (a0 - SDE_DX * aT))
     # adjoint route (Prop 3.1): a_mu(T) = int_0^T a_x(u) (g^2/sigma) (sigma alpha/tau^2) du with

@@ -138,14 +138,50 @@ def test_dpm_solver_2m_from_taylor_and_B25():
     assert sm.simplify(diff_ - (hh**2 / 12 + hh**3 / 24)) == 0
 
 
+def _local_order_of_2m(coefficients, ratio=0.5, lam_s=0.3, hs=(0.04, 0.02, 0.01, 0.005)):
+    """Fitted slope of log |local error| vs log h of one multistep step r -> s -> t (lambda_r = lambda_s - ratio h,
+    lambda_t = lambda_s + h) against the exact solution, its eps term by quadrature, for
+    eps(lambda) = sin(lambda) + 0.3 lambda^2."""
+    from scipy.integrate import quad
+
+    from derivations.lambda_change import alpha_sigma_of_lam
+
+    eps_of = lambda l: np.sin(l) + 0.3 * l**2  # noqa: E731
+    errs = []
+    for hv in hs:
+        lams = np.array([lam_s - ratio * hv, lam_s, lam_s + hv])
+        (ar, as_, at), (sr, ss, st) = alpha_sigma_of_lam(lams)
+        _, c_s, c_r = coefficients(ar, sr, as_, ss, at, st)
+        exact = -at * quad(lambda l: np.exp(-l) * eps_of(l), lams[1], lams[2], epsabs=0, epsrel=1e-13)[0]
+        errs.append(abs(c_s * eps_of(lams[1]) + c_r * eps_of(lams[0]) - exact))
+    return np.polyfit(np.log(hs), np.log(errs), 1)[0]
+
+
 def test_numpy_coefficients():
+    from scipy.integrate import quad
+
     from derivations.vp_sde import linear_vp
 
     sch = linear_vp()
     tr, ts, tt = 0.8, 0.6, 0.45
     cx, ce = ddim_coefficients(sch.alpha(ts), sch.sigma(ts), sch.alpha(tt), sch.sigma(tt))
     exact_ce = -sch.alpha(tt) * (np.exp(-sch.lam(ts)) - np.exp(-sch.lam(tt)))
-    assert abs(cx - sch.alpha(tt) / sch.alpha(ts)) < 1e-15 and abs(ce - exact_ce) < 1e-14
+    # the x coefficient is the integrating factor exp(int_s^t f), f = -beta/2 integrated by quadrature
+    integrating_factor = np.exp(quad(sch.f, ts, tt, epsabs=0, epsrel=1e-13)[0])
+    assert abs(cx - integrating_factor) < 1e-13 and abs(ce - exact_ce) < 1e-14
+    # (the check fails for the sigma ratio sigma_t/sigma_s in its place)
+    assert abs(sch.sigma(tt) / sch.sigma(ts) - integrating_factor) > 1e-3
+    # DPM-Solver-2M's coefficients make a third-order local error on an uneven grid (r = 0.5): the ratio r is
+    # right; with r inverted (h / (lambda_s - lambda_r)) the step is only second order locally
+    assert 2.8 < _local_order_of_2m(dpm_solver_2m_coefficients) < 3.2
+
+    def inverted_r(alpha_r, sigma_r, alpha_s, sigma_s, alpha_t, sigma_t):
+        hh = np.log(alpha_t / sigma_t) - np.log(alpha_s / sigma_s)
+        r = hh / (np.log(alpha_s / sigma_s) - np.log(alpha_r / sigma_r))
+        e = -sigma_t * np.expm1(hh)
+        return alpha_t / alpha_s, e * (1 + 1 / (2 * r)), -e / (2 * r)
+
+    assert _local_order_of_2m(inverted_r) < 2.3
     c = dpm_solver_2m_coefficients(
         sch.alpha(tr), sch.sigma(tr), sch.alpha(ts), sch.sigma(ts), sch.alpha(tt), sch.sigma(tt)
     )

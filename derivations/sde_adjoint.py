@@ -37,6 +37,7 @@ Exposed (numpy): :func:`sde_dpm_solver1_coefficients`, :func:`cycle_sde_noise`,
 import numpy as np
 import sympy as sm
 
+from derivations import solver_coefficients as sc
 from derivations._checks import is_zero
 from derivations.solver_coefficients import ADEIS1_X, ADEIS1_Z, ADEIS2M_X, adjointdeis1_coefficients, c
 from derivations.vp_sde import alpha_g, diffusion_g2, drift_f, half_log_snr, sigma_g, t
@@ -90,14 +91,25 @@ def test_ito_stratonovich_correction_vanishes_for_state_independent_noise():
 
 
 def test_sde_adjoint_equals_pf_ode_adjoint_with_doubled_vjp():
+    """The drifts come from the score forms, the reverse SDE (1.2) f x - g^2 score and the PF-ODE (1.3)
+    f x - g^2/2 score, with score = -eps/sigma (derivations/pf_ode.py), not retyped with their factor 2."""
+    from derivations.pf_ode import pf_ode_score_form
+
     f, g2 = drift_f(alpha_g), diffusion_g2(alpha_g, sigma_g)
-    xv, av, J = sm.symbols("x a J", real=True)
+    xv, av = sm.symbols("x a", real=True)
     eps = sm.Function("eps")(xv)
-    b_sde = f * xv + g2 / sigma_g * eps  # (3.1)
-    b_ode = f * xv + g2 / (2 * sigma_g) * eps  # (2.2)
-    rhs_sde, rhs_ode = -av * sm.diff(b_sde, xv), -av * sm.diff(b_ode, xv)
-    linear = -f * av
-    assert is_zero((rhs_sde - linear) - 2 * (rhs_ode - linear))
+
+    def vjp_part_is_doubled(reverse_sde_score_form):
+        b_sde = reverse_sde_score_form(xv, -eps / sigma_g)  # (3.1)
+        b_ode = pf_ode_score_form(xv, -eps / sigma_g)  # (2.2)
+        rhs_sde, rhs_ode = -av * sm.diff(b_sde, xv), -av * sm.diff(b_ode, xv)
+        linear = -f * av
+        return is_zero((rhs_sde - linear) - 2 * (rhs_ode - linear))
+
+    assert vjp_part_is_doubled(lambda x_, score_: f * x_ - g2 * score_)  # (1.2)
+    # the check fails for a reverse SDE with the PF-ODE's g^2/2 (no doubling) or a drift missing its f x
+    assert not vjp_part_is_doubled(pf_ode_score_form)
+    assert not vjp_part_is_doubled(lambda x_, score_: -g2 * score_)
 
 
 def test_proposition_3_1_integral_form_solves_the_sde_adjoint():
@@ -112,11 +124,26 @@ def test_proposition_3_1_integral_form_solves_the_sde_adjoint():
     assert is_zero(da - target)
 
 
+def _is_ode_step_with_doubled_vjps(sde_step_, ode_step):
+    """The SDE step is the ODE step with every VJP doubled (each Jacobian J -> 2J) and the linear term unchanged."""
+    double = {sc.Jx_t: 2 * sc.Jx_t, sc.Jx_r: 2 * sc.Jx_r, sc.Jz_t: 2 * sc.Jz_t, sc.Jz_r: 2 * sc.Jz_r}
+    return is_zero(sde_step_ - ode_step.subs(double, simultaneous=True))
+
+
 def test_sde_adjointdeis_is_the_ode_one_with_factor_two():
-    for e in (ADEIS1_X, ADEIS2M_X):
-        lin = e.subs(c, 0)
-        assert is_zero((e.subs(c, 2) - lin) - 2 * (e.subs(c, 1) - lin))
-    assert is_zero(ADEIS1_Z.subs(c, 2) - 2 * ADEIS1_Z.subs(c, 1))
+    """c = 2 in (2.14), (B.27)/(B.31) is the ODE step with doubled VJPs; for k = 1 it is also the first-order
+    Taylor step of Prop. 3.1's doubled integrals (3.3)-(3.5)."""
+    for e in (ADEIS1_X, ADEIS1_Z, ADEIS2M_X, sc.ADEIS2M_Z):
+        assert _is_ode_step_with_doubled_vjps(e.subs(c, 2), e.subs(c, 1))
+    ax, dz = sc.kth_order_update(1, [2 * sc.Vx_t], [2 * sc.Vz_t])
+    assert is_zero(sm.expand_log(ax - ADEIS1_X.subs(c, 2), force=True))
+    assert is_zero(sm.expand_log(dz - ADEIS1_Z.subs(c, 2), force=True))
+    # the check fails for a step whose linear term also carries c (the old check, "(c=2 step - c=0 step) is twice
+    # (c=1 step - c=0 step)", passed it: with c on every term the c = 0 step is 0)
+    mutant = ADEIS1_X + (c - 1) * sc.a_t / sc.a_s * sc.ax_t
+    assert not _is_ode_step_with_doubled_vjps(mutant.subs(c, 2), mutant.subs(c, 1))
+    lin = mutant.subs(c, 0)
+    assert is_zero((mutant.subs(c, 2) - lin) - 2 * (mutant.subs(c, 1) - lin))
 
 
 def test_noise_is_brownian_in_rho_equals_exp_minus_2_lambda():
@@ -157,13 +184,26 @@ def test_cycle_sde_inversion_3_7():
     hh = lam(a_t, s_t) - lam(a_s, s_s)
     printed = (x_t - a_t / a_s * x_s + 2 * s_t * (sm.exp(hh) - 1) * eps_s) / (s_t * sm.sqrt(sm.exp(2 * hh) - 1))
     assert is_zero(sol[0] - printed)
-    # round trip with numbers
+    # round trip with numbers: x_t from the symbolic step (3.6), xi recovered by the numpy (3.7) (a round trip
+    # through the numpy forward step would pass whatever coefficients it used)
     vals = dict(a_s=0.3, s_s=np.sqrt(1 - 0.09), a_t=0.7, s_t=np.sqrt(1 - 0.49))
     r = np.random.default_rng(0)
     xs_, eps_, xi_ = r.standard_normal(3)
-    cx, ce, cn = sde_dpm_solver1_coefficients(vals["a_s"], vals["s_s"], vals["a_t"], vals["s_t"])
-    xt_ = cx * xs_ + ce * eps_ + cn * xi_
-    assert abs(cycle_sde_noise(xt_, xs_, eps_, vals["a_s"], vals["s_s"], vals["a_t"], vals["s_t"]) - xi_) < 1e-13
+    at_vals = {a_s: vals["a_s"], s_s: vals["s_s"], a_t: vals["a_t"], s_t: vals["s_t"], x_s: xs_, eps_s: eps_, xi: xi_}
+    xt_ = float(sde_step(a_s, s_s, a_t, s_t, x_s, eps_s, xi).subs(at_vals))
+
+    def recovers_xi():
+        return abs(cycle_sde_noise(xt_, xs_, eps_, vals["a_s"], vals["s_s"], vals["a_t"], vals["s_t"]) - xi_) < 1e-13
+
+    assert recovers_xi()
+    # the check fails when the numpy coefficients are wrong: noise scale sigma_t sqrt(e^h - 1) instead of (3.6)'s
+    original = sde_dpm_solver1_coefficients
+    globals()["sde_dpm_solver1_coefficients"] = lambda a_s_, s_s_, a_t_, s_t_: (
+        *original(a_s_, s_s_, a_t_, s_t_)[:2], s_t_ * np.sqrt(np.expm1(np.log(a_t_ / s_t_) - np.log(a_s_ / s_s_))))
+    try:
+        assert not recovers_xi()
+    finally:
+        globals()["sde_dpm_solver1_coefficients"] = original
 
 
 def test_freedom_A4_sign_makes_the_noise_scale_imaginary():

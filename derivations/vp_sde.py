@@ -160,9 +160,20 @@ def test_B6_g2_equals_minus_2_sigma2_dlambda_dt_for_any_schedule():
     assert is_zero(alpha_g * sm.exp(-half_log_snr(alpha_g, sigma_g)) - sigma_g)
 
 
+def _integrating_factor_is_alpha_ratio(f_expr, alpha_expr):
+    """exp(int_{t_0}^t f(u) du), integrated by SymPy, equals alpha_t/alpha_{t_0}."""
+    u_, t0 = sm.symbols("u t_0", positive=True)
+    factor = sm.exp(sm.integrate(f_expr.subs(t, u_), (u_, t0, t)))
+    return is_zero(factor - alpha_expr / alpha_expr.subs(t, t0))
+
+
 def test_integrating_factor_is_alpha_ratio():
-    """exp(int_s^t f) = alpha_t/alpha_s: d/dt log of both sides agree and both are 1 at t=s."""
-    assert is_zero(sm.diff(sm.log(alpha_g), t) - drift_f(alpha_g))
+    """exp(int_s^t f) = alpha_t/alpha_s, for a generic schedule (f from 1.5) and for the linear VP f of (I.2)."""
+    assert _integrating_factor_is_alpha_ratio(drift_f(alpha_g), alpha_g)
+    assert _integrating_factor_is_alpha_ratio(f_lin, alpha_lin)
+    # the check fails for a wrong drift: beta(t) in place of beta(t)/2 in (I.2), or f replaced by g^2/2
+    assert not _integrating_factor_is_alpha_ratio(-beta_t, alpha_lin)
+    assert not _integrating_factor_is_alpha_ratio(diffusion_g2(alpha_g, sigma_g) / 2, alpha_g)
 
 
 def test_vp_marginal_moments_follow_from_1_5():
@@ -186,9 +197,16 @@ def test_linear_vp_drift_I2():
 
 def test_linear_vp_g2_is_beta_I4():
     assert is_zero(diffusion_g2(alpha_lin, sigma_lin) - g2_lin)
-    # the two brackets of (I.4), as the paper writes them, also sum to beta(t)
-    i4 = beta_t * alpha_lin**2 + beta_t * (1 - alpha_lin**2)
-    assert is_zero(i4 - beta_t)
+
+    # the two brackets of (I.4), as the paper writes them, are the two terms of (1.5), d sigma^2/dt and
+    # -2 f sigma^2, so their sum is g^2 = beta(t)
+    def brackets_are_the_terms_of_1_5(first, second):
+        return is_zero(sm.diff(sigma_lin**2, t) - first) and is_zero(-2 * drift_f(alpha_lin) * sigma_lin**2 - second)
+
+    assert brackets_are_the_terms_of_1_5(beta_t * alpha_lin**2, beta_t * (1 - alpha_lin**2))
+    # the check fails for a wrong bracket: the first one with (I.3)'s printed exponent, or the two swapped
+    assert not brackets_are_the_terms_of_1_5(dsigma2_I3_printed, beta_t * (1 - alpha_lin**2))
+    assert not brackets_are_the_terms_of_1_5(beta_t * (1 - alpha_lin**2), beta_t * alpha_lin**2)
     assert is_zero(g2_lin + 2 * f_lin)
 
 
@@ -254,11 +272,28 @@ def test_cosine_vp_inverse_t_of_lambda():
     assert numeric_zero(arg.subs(lam, lam_cos) - alpha_cos * sm.cos(_theta0), pts)
 
 
+def _exports_match(sched, alpha_expr, sigma_expr, params, tt):
+    """The numpy callables agree at t = tt with the SymPy formulas they stand for: alpha, sigma, log alpha,
+    lambda = log(alpha/sigma), f and g^2 of (1.5) computed from alpha and sigma; and t_of_lam inverts lam."""
+    ref = {"alpha": alpha_expr, "sigma": sigma_expr, "log_alpha": sm.log(alpha_expr),
+           "lam": half_log_snr(alpha_expr, sigma_expr), "f": drift_f(alpha_expr),
+           "g2": diffusion_g2(alpha_expr, sigma_expr)}
+    for name, expr in ref.items():
+        want = float(sm.N(expr.subs(params).subs(t, tt), 30))
+        if not abs(getattr(sched, name)(tt) - want) <= 1e-12 * max(1.0, abs(want)):
+            return False
+    return abs(sched.t_of_lam(sched.lam(tt)) - tt) < 1e-12
+
+
 def test_numpy_exports_match_sympy():
     lin, cos = linear_vp(), cosine_vp()
-    for sched, tt in ((lin, 0.37), (cos, 0.61)):
-        a, s_, l = sched.alpha(tt), sched.sigma(tt), sched.lam(tt)
-        assert abs(a**2 + s_**2 - 1) < 1e-14
-        assert abs(l - (sched.log_alpha(tt) - __import__("math").log(s_))) < 1e-13
-        assert abs(sched.t_of_lam(l) - tt) < 1e-12
-        assert abs(sched.g2(tt) + 2 * sched.f(tt)) < 1e-12
+    lin_p, cos_p = {beta0: 0.1, dbeta: 19.9}, {cos_s: 0.008}
+    assert _exports_match(lin, alpha_lin, sigma_lin, lin_p, 0.37)
+    assert _exports_match(cos, alpha_cos, sigma_cos, cos_p, 0.61)
+    # the check fails for a wrong export: g^2 replaced by the first bracket of (I.4), d sigma^2/dt; the cosine
+    # schedule's f taken with offset s = 0; Delta_beta set to beta_1 = 20 instead of beta_1 - beta_0 = 19.9
+    wrong_g2 = SimpleNamespace(**{**vars(lin), "g2": lin.dsigma2_dt})
+    wrong_f = SimpleNamespace(**{**vars(cos), "f": cosine_vp(0.0).f})
+    assert not _exports_match(wrong_g2, alpha_lin, sigma_lin, lin_p, 0.37)
+    assert not _exports_match(wrong_f, alpha_cos, sigma_cos, cos_p, 0.61)
+    assert not _exports_match(linear_vp(0.1, 20.1), alpha_lin, sigma_lin, lin_p, 0.37)
