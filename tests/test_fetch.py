@@ -258,7 +258,6 @@ def test_the_download_path_through_pooch_from_a_loopback_server(tmp_path, monkey
     import http.server
     import threading
 
-    pytest.importorskip("pooch")
     root = tmp_path / "www"
     (root / "weights").mkdir(parents=True)
     (root / "weights/mobilefacenet.pt").write_bytes((SHARED / "models/mobilefacenet/mobilefacenet.pt").read_bytes())
