@@ -146,7 +146,7 @@ def optimise_morph(model, system, x_T: torch.Tensor, z, v_a: torch.Tensor, v_b: 
             raise FloatingPointError("the identity loss became NaN/Inf; lower the learning rate")
         losses.append(loss.detach())
         if progress is True:
-            bar.set_postfix_str(f"mean loss {float(loss.detach().mean()):.4f}", refresh=False)
+            bar.set_postfix_str(f"mean loss {float(loss.detach().mean()):.4f}")  # one refresh per step (seconds)
         optimiser.zero_grad(set_to_none=True)
         loss.sum().backward()
         optimiser.step()
