@@ -69,7 +69,7 @@ orders 1 and 2.
 
 Exposed (numpy, float64): :func:`rectified_flow` (schedule callables), :func:`eps_from_velocity`,
 :func:`ddim_step_velocity` (DDIM in :math:`\hat x_0/\hat\epsilon` form, valid at t = 1 and t' = 0),
-:func:`ddim_coefficients`, :func:`dpm_solver_2m_coefficients`, :func:`eps_star`, :func:`x0_star`,
+(``pf_ode.ddim_coefficients`` and ``dpm_solver_2m_coefficients`` serve unchanged), :func:`eps_star`, :func:`x0_star`,
 :func:`velocity_star`, :func:`flow`.
 """
 from types import SimpleNamespace
@@ -78,6 +78,7 @@ import numpy as np
 import sympy as sm
 
 from derivations._checks import is_zero, numeric_zero, rng
+from derivations.pf_ode import ddim_coefficients, dpm_solver_2m_coefficients  # alpha, sigma values: any path
 from derivations.phi_functions import PHI
 from derivations.phi_functions import h as h_phi
 from derivations.vp_sde import alpha_cos, alpha_g, cos_s, diffusion_g2, drift_f, half_log_snr, sigma_cos, sigma_g, t
@@ -173,20 +174,6 @@ def ddim_step_velocity(x, v, t_from, t_to):
     """DDIM from t_from to t_to for rectified flow in x0/eps form: alpha_{t'} x0_hat + sigma_{t'} eps_hat with
     x0_hat = x - t v, eps_hat = x + (1 - t) v (finite at t_from = 1 and t_to = 0)."""
     return (1.0 - t_to) * (x - t_from * v) + t_to * eps_from_velocity(x, v, t_from)
-
-
-def ddim_coefficients(alpha_s, sigma_s, alpha_t, sigma_t):
-    """x_t = c_x x_s + c_eps eps_s (lambda form; 0 < alpha, sigma)."""
-    hh = np.log(alpha_t / sigma_t) - np.log(alpha_s / sigma_s)
-    return alpha_t / alpha_s, -sigma_t * np.expm1(hh)
-
-
-def dpm_solver_2m_coefficients(alpha_r, sigma_r, alpha_s, sigma_s, alpha_t, sigma_t):
-    """x_t = c_x x_s + c_s eps_s + c_r eps_r, grid r > s > t in time."""
-    hh = np.log(alpha_t / sigma_t) - np.log(alpha_s / sigma_s)
-    r = (np.log(alpha_s / sigma_s) - np.log(alpha_r / sigma_r)) / hh
-    e = -sigma_t * np.expm1(hh)
-    return alpha_t / alpha_s, e * (1 + 1 / (2 * r)), -e / (2 * r)
 
 
 def eps_star(x, alpha, sigma, mu_v, s):
@@ -578,7 +565,8 @@ def test_numpy_exports_match_sympy():
         return good and abs(sched.sigma_of_lam(ll) - sched.sigma(sched.t_of_lam(ll))) < 1e-14
 
     assert ok(RF)
-    # numpy DDIM / 2M coefficients against the SymPy freezes of this module, at rectified-flow grid values
+    # pf_ode's numpy DDIM / 2M coefficients (VP module, fed alpha, sigma values) against this module's SymPy steps,
+    # at rectified-flow grid values: usable unchanged
     tr, ts_, tt = 0.7, 0.5, 0.42
     vals = {a_r: 1 - tr, s_r: tr, a_s: 1 - ts_, s_s: ts_, a_t: 1 - tt, s_t: tt}
     cx, ce = ddim_coefficients(1 - ts_, ts_, 1 - tt, tt)
@@ -587,11 +575,6 @@ def test_numpy_exports_match_sympy():
     c2 = dpm_solver_2m_coefficients(1 - tr, tr, 1 - ts_, ts_, 1 - tt, tt)
     sym2 = [DPM2M_STEP.diff(x_s_sym), DPM2M_STEP.diff(e_s), DPM2M_STEP.diff(e_r)]
     assert all(abs(a - float(b.subs(vals))) < 1e-13 for a, b in zip(c2, sym2))
-    # they are pf_ode.py's VP-module coefficient functions, which take alpha, sigma values: usable unchanged
-    from derivations import pf_ode
-
-    assert np.allclose(pf_ode.ddim_coefficients(1 - ts_, ts_, 1 - tt, tt), (cx, ce), rtol=1e-15)
-    assert np.allclose(pf_ode.dpm_solver_2m_coefficients(1 - tr, tr, 1 - ts_, ts_, 1 - tt, tt), c2, rtol=1e-15)
     # the check fails for a schedule with VP's alpha(lambda) or a 2M ratio r inverted
     from derivations.lambda_change import alpha_sigma_of_lam
 
