@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .steps import FORWARD_STEPS, sde_dpm_solver_1_step
+from .validation import resolve_choice
 
 __all__ = ["ExponentialIntegrator", "ReversibleSampler", "TorchdiffeqSampler", "SAMPLERS", "resolve_sampler"]
 
@@ -112,16 +113,11 @@ SAMPLERS = {
 
 
 def resolve_sampler(sampler):
-    """A sampler value from a name of ``SAMPLERS`` or a sampler value itself.
+    """A sampler value from a name of ``SAMPLERS`` or a sampler value itself (``validation.resolve_choice``).
 
     Raises:
         ValueError: an unknown name.
         TypeError: neither a name nor a sampler value.
     """
-    if isinstance(sampler, str):
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; use one of {sorted(SAMPLERS)} or a sampler value")
-        return SAMPLERS[sampler]
-    if isinstance(sampler, (ExponentialIntegrator, ReversibleSampler, TorchdiffeqSampler)):
-        return sampler
-    raise TypeError(f"sampler must be a name of adjointlib.SAMPLERS or a sampler value, got {type(sampler).__name__}")
+    return resolve_choice(sampler, SAMPLERS, (ExponentialIntegrator, ReversibleSampler, TorchdiffeqSampler),
+                          "sampler", "sampler", "adjointlib.ReversibleSampler(coupling=0.99)")

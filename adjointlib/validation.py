@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["check_state", "check_condition", "check_model_output", "check_noises", "check_model",
-           "check_params", "FiniteGuard"]
+           "check_params", "resolve_choice", "FiniteGuard"]
 
 
 def check_state(x, name: str = "x_T") -> None:
@@ -119,6 +119,25 @@ def check_params(params) -> tuple:
         if not p.is_floating_point():
             raise TypeError(f"params[{i}] must be floating to have a gradient, got {p.dtype}")
     return params
+
+
+def resolve_choice(value, registry: dict, kinds: tuple, argument: str, noun: str, example: str):
+    """``registry[value]`` for a name, ``value`` itself for an instance of ``kinds`` (the samplers' and gradient
+    methods' "name or value" arguments).
+
+    Raises:
+        ValueError: an unknown name (the message lists the names).
+        TypeError: neither a name nor an instance of ``kinds``.
+    """
+    if isinstance(value, str):
+        if value not in registry:
+            raise ValueError(f"unknown {noun} {value!r} for {argument}=; use one of {sorted(registry)} or a value "
+                             f"such as {example}")
+        return registry[value]
+    if isinstance(value, kinds):
+        return value
+    raise TypeError(f"{argument} must be a name of {sorted(registry)} or a value such as {example}, "
+                    f"got {type(value).__name__}")
 
 
 class FiniteGuard:

@@ -173,6 +173,7 @@ def stage_time(device, quick, config):
         coefficients = [schedule.alpha_sigma_lam(times[i], times[i + 1]) for i in range(steps)]
 
         def plain_ddim():
+            """The DDIM step of ``adjointlib.steps.ddim_step`` (paper §7.3), with precomputed Python floats."""
             y = x
             for i, ((a_s, _, l_s), (a_t, s_t, l_t)) in enumerate(coefficients):
                 tt = torch.full((batch,), float(times[i]), device=device)

@@ -18,6 +18,7 @@ from .blackbox import Blackbox
 from .checkpoint import Checkpoint
 from .counting import CountingModel
 from .reversible import Reversible, reversible_solve, reversible_unsolve
+from ..validation import resolve_choice
 
 GRADIENT_METHODS = {
     "adjoint": Adjoint(),
@@ -29,20 +30,14 @@ GRADIENT_METHODS = {
 
 
 def resolve_gradient(gradient):
-    """A gradient method value from a name of ``GRADIENT_METHODS`` or a method value (Adjoint(order=2), ...).
+    """A gradient method value from a name of ``GRADIENT_METHODS`` or a method value (``validation.resolve_choice``).
 
     Raises:
         ValueError: an unknown name.
         TypeError: neither a name nor a method value.
     """
-    if isinstance(gradient, str):
-        if gradient not in GRADIENT_METHODS:
-            raise ValueError(f"unknown gradient method {gradient!r}; use one of {sorted(GRADIENT_METHODS)}")
-        return GRADIENT_METHODS[gradient]
-    if isinstance(gradient, (Adjoint, Backprop, Checkpoint, Blackbox, Reversible)):
-        return gradient
-    raise TypeError(f"gradient must be a name of {sorted(GRADIENT_METHODS)} or a method value such as "
-                    f"adjointlib.Adjoint(order=2), got {type(gradient).__name__}")
+    return resolve_choice(gradient, GRADIENT_METHODS, (Adjoint, Backprop, Checkpoint, Blackbox, Reversible),
+                          "gradient", "gradient method", "adjointlib.Adjoint(order=2)")
 
 
 __all__ = ["GRADIENT_METHODS", "resolve_gradient", "Adjoint", "Backprop", "Checkpoint", "Blackbox", "Reversible",

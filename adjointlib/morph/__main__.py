@@ -48,38 +48,28 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         return super()._get_help_string(action)
 
 
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
+def _number(convert, accept, requirement: str, name: str):
+    """An argparse type: ``convert(text)``, refused unless ``accept(value)``, with one-line messages."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+            raise argparse.ArgumentTypeError(f"not {'an integer' if convert is int else 'a number'}: {text!r}") \
+                from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {value}")
         return value
-    parse.__name__ = "integer"
+    parse.__name__ = name
     return parse
 
 
-def _pair_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 2 or value % 2:
-        raise argparse.ArgumentTypeError(f"must be an even number of at least 2 (half the pairs from each "
-                                         f"gender), got {value}")
-    return value
+def _int_at_least(low: int):
+    return _number(int, lambda v: v >= low, f"at least {low}", "integer")
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+_pair_count = _number(int, lambda v: v >= 2 and v % 2 == 0,
+                      "an even number of at least 2 (half the pairs from each gender)", "pair count")
+_positive_float = _number(float, lambda v: v > 0, "positive", "number")
 
 
 def build_parser() -> argparse.ArgumentParser:
