@@ -4,7 +4,7 @@ Convention: ``model(x, t, z) -> eps`` with x of shape (b, ...), t of shape (b,) 
 schedule's time units (float64 for float64 states, float32 otherwise: a bf16 or fp16 state never
 rounds the model's time), z the conditional information (tensor with batch dimension b, or
 None), and eps ε_θ(x_t, z, t) ≈ −σ_t ∇log p_t(x_t) shaped like x (paper §1.1).
-Adapters turn x₀- and v-prediction models into ε-prediction and wrap diffusers UNets;
+Adapters turn x₀-, v- and flow-velocity-prediction models into ε-prediction and wrap diffusers UNets;
 ``ClipDenoised`` is the DDPM/DiffAE sampling convention of clipping x̂₀, as an ε-model.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextlib
 import torch
 from torch import nn
 
-from .schedules import VPSchedule
+from .schedules import NoiseSchedule
 from .validation import FiniteGuard, check_model_output
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "model_vjp",
     "EpsilonFromX0",
     "EpsilonFromV",
+    "EpsilonFromVelocity",
     "as_epsilon_model",
     "ClipDenoised",
     "Autocast",
@@ -32,7 +33,7 @@ __all__ = [
     "PREDICTION_TYPES",
 ]
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # diffusers' names
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction", "flow_prediction")  # diffusers' names
 
 
 def model_time_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -82,7 +83,7 @@ def model_vjp(model, x: torch.Tensor, t: float, z, a_x: torch.Tensor, inputs, gu
 class _PredictionToEpsilon(nn.Module):
     """Base of the adapters: calls the wrapped model and converts its output with α_t, σ_t."""
 
-    def __init__(self, model, schedule: VPSchedule):
+    def __init__(self, model, schedule: NoiseSchedule):
         super().__init__()
         self.model, self.schedule = model, schedule
 
@@ -108,11 +109,32 @@ class EpsilonFromV(_PredictionToEpsilon):
         return sigma * x + alpha * v_pred
 
 
-def as_epsilon_model(model, schedule: VPSchedule, prediction_type: str = "epsilon"):
+class EpsilonFromVelocity(_PredictionToEpsilon):
+    """Flow-matching velocity model (u = dx/dt along the path = α̇_t x₀ + σ̇_t ε; diffusers' "flow_prediction",
+    SD3 / Flux) → ε = (α_t u − α̇_t x) / (α_t σ̇_t − α̇_t σ_t);  for rectified flow (α = 1 − t, σ = t) ε = x + (1 − t) u.
+
+    derivations/gaussian_paths.py (``velocity_adapter``).  With this adapter DDIM on ``RectifiedFlow`` is the
+    Euler step in t, x_{t'} = x_t + (t' − t) u(x_t, t): our DDIM on the grid of a diffusers
+    ``FlowMatchEulerDiscreteScheduler``'s sigmas (after its shift) equals its loop step for step, for every step
+    whose two ends lie inside (0, 1).  Its first step from sigma 1 (α = 0: ε = x whatever u) and last step to
+    sigma 0 (λ = +∞) are outside the λ-form; sample on a grid inside (0, 1) (``RectifiedFlow``'s defaults).
+    Guidance commutes with this adapter (ε is affine in u with weights summing to 1).
+    """
+
+    def forward(self, x, t, z=None):
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        alpha, sigma = self.schedule.alpha(t).view(shape), self.schedule.sigma(t).view(shape)
+        d_alpha, d_sigma = self.schedule.d_alpha_dt(t).view(shape), self.schedule.d_sigma_dt(t).view(shape)
+        u = self.model(x, t, z)
+        return ((alpha * u - d_alpha * x) / (alpha * d_sigma - d_alpha * sigma)).to(x.dtype)
+
+
+def as_epsilon_model(model, schedule: NoiseSchedule, prediction_type: str = "epsilon"):
     """Wrap ``model(x, t, z)`` predicting ``prediction_type`` (diffusers names) as an ε-model.
 
     Raises:
-        ValueError: ``prediction_type`` is not one of ``PREDICTION_TYPES`` ("epsilon", "sample", "v_prediction").
+        ValueError: ``prediction_type`` is not one of ``PREDICTION_TYPES`` ("epsilon", "sample", "v_prediction",
+            "flow_prediction").
     """
     if prediction_type == "epsilon":
         return model
@@ -120,6 +142,8 @@ def as_epsilon_model(model, schedule: VPSchedule, prediction_type: str = "epsilo
         return EpsilonFromX0(model, schedule)
     if prediction_type == "v_prediction":
         return EpsilonFromV(model, schedule)
+    if prediction_type == "flow_prediction":
+        return EpsilonFromVelocity(model, schedule)
     raise ValueError(f"unknown prediction type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
 
 
@@ -138,7 +162,7 @@ class ClipDenoised(nn.Module):
         ValueError: ``bound`` is not positive.
     """
 
-    def __init__(self, model, schedule: VPSchedule, bound: float = 1.0):
+    def __init__(self, model, schedule: NoiseSchedule, bound: float = 1.0):
         super().__init__()
         if not bound > 0:
             raise ValueError(f"bound must be positive, got {bound}")
@@ -240,10 +264,23 @@ class DiffusersUNet(nn.Module):
 
     @classmethod
     def from_pipeline_parts(cls, unet, scheduler, conditioning: str | None = None):
-        """(ε-model, DiscreteVP) from a diffusers UNet and scheduler, honouring the scheduler's
-        ``prediction_type`` ("epsilon", "sample", "v_prediction")."""
-        from .schedules import DiscreteVP
+        """(ε-model, schedule) from a diffusers UNet and scheduler.
 
+        A DDPM-family scheduler (``alphas_cumprod``) gives a ``DiscreteVP`` (time unit: the diffusers timestep)
+        and honours its ``prediction_type`` ("epsilon", "sample", "v_prediction").  A flow-matching scheduler
+        (``FlowMatch*``, or ``use_flow_sigmas``) gives ``RectifiedFlow()`` (time unit: the sigma t ∈ (0, 1)) and
+        an ``EpsilonFromVelocity`` model whose network timestep is t · ``num_train_timesteps``, as diffusers'
+        flow pipelines call it.
+        Raises:
+            TypeError: a scheduler of neither kind (``DiscreteVP.from_diffusers``).
+            ValueError: ``conditioning`` is unknown, or the scheduler's table or prediction type is invalid.
+        """
+        from .schedules import DiscreteVP, RectifiedFlow
+
+        if type(scheduler).__name__.startswith("FlowMatch") or getattr(scheduler.config, "use_flow_sigmas", False):
+            schedule = RectifiedFlow()
+            model = cls(unet, conditioning, time_scale=scheduler.config.num_train_timesteps)
+            return EpsilonFromVelocity(model, schedule), schedule
         schedule = DiscreteVP.from_diffusers(scheduler)
         prediction_type = getattr(scheduler.config, "prediction_type", "epsilon")
         return as_epsilon_model(cls(unet, conditioning), schedule, prediction_type), schedule

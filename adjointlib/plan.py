@@ -15,7 +15,7 @@ import torch
 
 from .grids import resolve_grid
 from .samplers import resolve_sampler
-from .schedules import VPSchedule
+from .schedules import NoiseSchedule
 from .validation import check_condition, check_noises, check_state
 
 __all__ = ["Conditions", "SamplingPlan", "plan_sampling", "conditions_of"]
@@ -93,12 +93,12 @@ def conditions_of(z, x: torch.Tensor, steps: int) -> Conditions:
 class SamplingPlan:
     """Everything one sampling call needs, resolved (module doc).
 
-    schedule: the VP schedule; sampler: a value of ``adjointlib.samplers``; times: (N+1,) float64 CPU,
+    schedule: the noise schedule; sampler: a value of ``adjointlib.samplers``; times: (N+1,) float64 CPU,
     decreasing, in the schedule's unit; conditions: ``Conditions``; noises: (N, *x_T.shape) standard normals
     for an SDE sampler, else None; gradient: the prepared gradient method (None for a plain solve).
     """
 
-    schedule: VPSchedule
+    schedule: NoiseSchedule
     sampler: object
     times: torch.Tensor
     conditions: Conditions
@@ -121,7 +121,7 @@ def plan_sampling(schedule, x_T, z=None, *, steps, sampler="ddim", gradient=None
                   noises=None, generator=None) -> SamplingPlan:
     """Validate the arguments of a sampling call and resolve them into a ``SamplingPlan``.
 
-    schedule: a ``VPSchedule``; x_T: (b, ...) floating; z: None, (b, ...) or a list of N tensors (b, ...);
+    schedule: a ``NoiseSchedule`` (VP or rectified flow); x_T: (b, ...) floating; z: None, (b, ...) or a list of N tensors (b, ...);
     steps: an int N (grid uniform in λ from t_start to t_end, default the schedule's ends) or an explicit
     decreasing grid (schedule's time unit); sampler: a name of ``adjointlib.SAMPLERS`` or a sampler value;
     gradient: a name of ``adjointlib.GRADIENT_METHODS``, a method value, or None; noises: (N, *x_T.shape)
@@ -130,8 +130,8 @@ def plan_sampling(schedule, x_T, z=None, *, steps, sampler="ddim", gradient=None
         TypeError, ValueError: any argument that is invalid, named in the message (schedule, x_T, z, steps,
             t_start/t_end, sampler, noises, generator, gradient and the gradient's own options).
     """
-    if not isinstance(schedule, VPSchedule):
-        raise TypeError(f"schedule must be an adjointlib VPSchedule (LinearVP, CosineVP, DiscreteVP, ...), "
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be an adjointlib NoiseSchedule (LinearVP, CosineVP, DiscreteVP, RectifiedFlow, ...), "
                         f"got {type(schedule).__name__}")
     check_state(x_T)
     sampler = resolve_sampler(sampler)

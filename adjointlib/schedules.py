@@ -1,18 +1,21 @@
-"""Variance-preserving noise schedules, written in the half log-SNR λ = log α − log σ.
+"""Noise schedules of Gaussian paths x_t = α_t x_0 + σ_t ε, written in the half log-SNR λ = log α − log σ.
 
-Every schedule is defined by one function, log α(t), its time derivative and its
-inverse; everything else follows from α² + σ² = 1:
+``NoiseSchedule`` is any Gaussian path (α_t decreasing, σ_t increasing, both positive on [t_min, t_max]):
+everything the samplers and adjoints use holds for it (derivations/gaussian_paths.py):
 
-    σ(t)  = sqrt(1 − α²) = sqrt(−expm1(2 log α))
-    λ(t)  = log α − ½ log(−expm1(2 log α))
+    λ(t)  = log α_t − log σ_t,   t_λ its inverse
     f(t)  = d log α / dt                                   (paper eq. 1.5)
-    g²(t) = dσ²/dt − 2 f σ² = −2 σ² dλ/dt = −2 f(t)        (paper eqs. 1.5, B.6)
+    g²(t) = dσ²/dt − 2 f σ² = −2 σ_t² dλ/dt                 (paper eqs. 1.5, B.6)
 
-Derived in derivations/vp_sde.py. Methods take and return tensors of any shape,
-dtype (float32/float64) and device; integers are promoted to float64 and bf16/fp16 times to float32,
-so a low-precision state never rounds a time (bf16 cannot hold t = 999).  Every schedule checks at
-construction that λ is finite on [t_min, t_max]: at σ = 0 (e.g. t_min = 0 for the linear and cosine
-schedules) λ = +∞ and the exponential integrators' step h = λ_t − λ_s is infinite.
+``VPSchedule`` (variance preserving, α² + σ² = 1) is defined by one function, log α(t), its time derivative
+and its inverse: σ = sqrt(−expm1(2 log α)) and g² = −2f.  ``RectifiedFlow`` is the straight path of flow
+matching (SD3, Flux): α = 1 − t, σ = t, for which α² + σ² ≠ 1 and g² = 2t/(1 − t) ≠ −2f.
+Derived in derivations/vp_sde.py and derivations/gaussian_paths.py.  Methods take and return tensors of
+any shape, dtype (float32/float64) and device; integers are promoted to float64 and bf16/fp16 times to
+float32, so a low-precision state never rounds a time (bf16 cannot hold t = 999).  Every schedule checks
+at construction that λ is finite on [t_min, t_max]: at σ = 0 (e.g. t_min = 0 for the linear and cosine
+schedules, or for rectified flow) λ = +∞ and at α = 0 (rectified flow's t = 1) λ = −∞, and the
+exponential integrators' step h = λ_t − λ_s is infinite there.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 
 from .grids import time_tolerance
 
-__all__ = ["VPSchedule", "LinearVP", "CosineVP", "DiscreteVP"]
+__all__ = ["NoiseSchedule", "VPSchedule", "LinearVP", "CosineVP", "DiscreteVP", "RectifiedFlow"]
 
 
 def _as_float(t) -> torch.Tensor:
@@ -33,14 +36,116 @@ def _as_float(t) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.to(torch.float32)
 
 
-class VPSchedule:
-    """Base class: a VP schedule given by log α(t) on [t_min, t_max].
+class NoiseSchedule:
+    """Base class: a Gaussian path x_t = α_t x_0 + σ_t ε on [t_min, t_max] (module doc).
 
-    Subclasses implement ``log_alpha``, ``d_log_alpha_dt`` and ``t_of_log_alpha``.
+    Subclasses implement ``alpha``, ``sigma``, ``lam``, ``t_of_lam``, ``d_alpha_dt`` and ``d_sigma_dt``; the
+    drift f, the squared diffusion g² (eq. 1.5) and the solver coefficients follow.
     """
 
     t_min: float
     t_max: float
+
+    def alpha(self, t) -> torch.Tensor:
+        """α_t, the signal scale.  Shape of ``t``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
+        raise NotImplementedError
+
+    def sigma(self, t) -> torch.Tensor:
+        """σ_t, the noise scale.  Shape of ``t``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
+        raise NotImplementedError
+
+    def lam(self, t) -> torch.Tensor:
+        """Half log-SNR λ_t = log α_t − log σ_t (paper §1.2).  Shape of ``t``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
+        raise NotImplementedError
+
+    def t_of_lam(self, lam) -> torch.Tensor:
+        """Inverse of λ: t_λ(λ_t) = t.  Shape of ``lam``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
+        raise NotImplementedError
+
+    def d_alpha_dt(self, t) -> torch.Tensor:
+        """dα_t/dt, per unit of the schedule's time.  Shape of ``t``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
+        raise NotImplementedError
+
+    def d_sigma_dt(self, t) -> torch.Tensor:
+        """dσ_t/dt, per unit of the schedule's time.  Shape of ``t``.
+
+        Raises:
+            NotImplementedError: a subclass does not implement it.
+        """
+        raise NotImplementedError
+
+    def f(self, t) -> torch.Tensor:
+        """Drift coefficient f(t) = d log α_t / dt (paper eq. 1.5).  Shape of ``t``."""
+        t = _as_float(t)
+        return self.d_alpha_dt(t) / self.alpha(t)
+
+    def g2(self, t) -> torch.Tensor:
+        """Squared diffusion coefficient g²(t) = dσ²/dt − 2 f σ² (paper eq. 1.5) = −2σ² dλ/dt (B.6).  Shape of ``t``."""
+        t = _as_float(t)
+        sigma = self.sigma(t)
+        return 2.0 * sigma * self.d_sigma_dt(t) - 2.0 * self.f(t) * sigma**2
+
+    def alpha_sigma_lam(self, *times) -> list[tuple[float, float, float]]:
+        """(α, σ, λ) as float64 Python numbers for each time: the scalar coefficients of solver steps."""
+        t = torch.tensor([float(x) for x in times], dtype=torch.float64)
+        return list(zip(self.alpha(t).tolist(), self.sigma(t).tolist(), self.lam(t).tolist()))
+
+    def check_range(self) -> None:
+        """Called by subclasses' constructors: t_min < t_max and λ finite at both ends.
+
+        Raises:
+            ValueError: t_min >= t_max, or λ(t_min) = +∞ (σ = 0) or λ(t_max) = −∞ (α = 0), naming the end.
+        """
+        if not self.t_min < self.t_max:
+            raise ValueError(f"{type(self).__name__} needs t_min < t_max, got t_min={self.t_min}, t_max={self.t_max}")
+        lam_lo, lam_hi = self.lam(torch.tensor([self.t_min, self.t_max], dtype=torch.float64)).tolist()
+        if not (math.isfinite(lam_lo) and math.isfinite(lam_hi)):
+            raise ValueError(
+                f"{type(self).__name__}: λ(t_min={self.t_min}) = {lam_lo}, λ(t_max={self.t_max}) = {lam_hi}; "
+                "both must be finite: at t_min, σ = 0 makes λ = +∞ and the last step's h = λ_t − λ_s infinite "
+                "(use t_min > 0, e.g. 1e-3 as DPM-Solver); at t_max, α = 0 makes λ = −∞")
+
+    def check_times(self, t: torch.Tensor, name: str = "t") -> None:
+        """Raise ValueError if any time lies outside [t_min, t_max] (or is not finite).  t: any shape.
+
+        Raises:
+            ValueError: a time outside [t_min, t_max] (to ``grids.time_tolerance``) or NaN/Inf.
+        """
+        t = torch.as_tensor(t).detach()
+        lo, hi = float(t.min()), float(t.max())
+        slack = time_tolerance(self.t_max)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < self.t_min - slack or hi > self.t_max + slack:
+            raise ValueError(
+                f"{name} must lie in the schedule's range [{self.t_min}, {self.t_max}] "
+                f"of {type(self).__name__}; got values in [{lo}, {hi}]"
+            )
+
+
+class VPSchedule(NoiseSchedule):
+    """Base class: a variance-preserving schedule (α² + σ² = 1) given by log α(t) on [t_min, t_max].
+
+    Subclasses implement ``log_alpha``, ``d_log_alpha_dt`` and ``t_of_log_alpha``.
+    """
 
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
         """log α_t for t in the schedule's time unit.  Shape of ``t``.
@@ -84,6 +189,16 @@ class VPSchedule:
         lam = _as_float(lam)
         return self.t_of_log_alpha(-0.5 * torch.nn.functional.softplus(-2.0 * lam))
 
+    def d_alpha_dt(self, t) -> torch.Tensor:
+        """dα_t/dt = α_t f(t).  Shape of ``t``."""
+        t = _as_float(t)
+        return self.alpha(t) * self.f(t)
+
+    def d_sigma_dt(self, t) -> torch.Tensor:
+        """dσ_t/dt = −α_t² f(t)/σ_t (from α² + σ² = 1).  Shape of ``t``."""
+        t = _as_float(t)
+        return -self.alpha(t) ** 2 * self.f(t) / self.sigma(t)
+
     def f(self, t) -> torch.Tensor:
         """Drift coefficient f(t) = d log α_t / dt (paper eq. 1.5).  Shape of ``t``."""
         return self.d_log_alpha_dt(_as_float(t))
@@ -92,42 +207,6 @@ class VPSchedule:
         """Squared diffusion coefficient g²(t) = −2σ_t² dλ_t/dt = −2 f(t) for α² + σ² = 1
         (paper eqs. 1.5, B.6).  Shape of ``t``."""
         return -2.0 * self.f(t)
-
-    def alpha_sigma_lam(self, *times) -> list[tuple[float, float, float]]:
-        """(α, σ, λ) as float64 Python numbers for each time: the scalar coefficients of solver steps."""
-        t = torch.tensor([float(x) for x in times], dtype=torch.float64)
-        return list(zip(self.alpha(t).tolist(), self.sigma(t).tolist(), self.lam(t).tolist()))
-
-    def check_range(self) -> None:
-        """Called by subclasses' constructors: t_min < t_max and λ finite at both ends.
-
-        Raises:
-            ValueError: t_min >= t_max, or λ(t_min) = +∞ (σ = 0) or λ(t_max) = −∞ (α = 0), naming the end.
-        """
-        if not self.t_min < self.t_max:
-            raise ValueError(f"{type(self).__name__} needs t_min < t_max, got t_min={self.t_min}, t_max={self.t_max}")
-        lam_lo, lam_hi = self.lam(torch.tensor([self.t_min, self.t_max], dtype=torch.float64)).tolist()
-        if not (math.isfinite(lam_lo) and math.isfinite(lam_hi)):
-            raise ValueError(
-                f"{type(self).__name__}: λ(t_min={self.t_min}) = {lam_lo}, λ(t_max={self.t_max}) = {lam_hi}; "
-                "both must be finite: at t_min, σ = 0 makes λ = +∞ and the last step's h = λ_t − λ_s infinite "
-                "(use t_min > 0, e.g. 1e-3 as DPM-Solver); at t_max, α = 0 makes λ = −∞")
-
-    def check_times(self, t: torch.Tensor, name: str = "t") -> None:
-        """Raise ValueError if any time lies outside [t_min, t_max] (or is not finite).  t: any shape.
-
-        Raises:
-            ValueError: a time outside [t_min, t_max] (to ``grids.time_tolerance``) or NaN/Inf.
-        """
-        t = torch.as_tensor(t).detach()
-        lo, hi = float(t.min()), float(t.max())
-        slack = time_tolerance(self.t_max)
-        if not (math.isfinite(lo) and math.isfinite(hi)) or lo < self.t_min - slack or hi > self.t_max + slack:
-            raise ValueError(
-                f"{name} must lie in the schedule's range [{self.t_min}, {self.t_max}] "
-                f"of {type(self).__name__}; got values in [{lo}, {hi}]"
-            )
-
 
 class LinearVP(VPSchedule):
     """Linear-β VP schedule of Song et al. (2021) on continuous t ∈ [t_min, 1].
@@ -270,3 +349,46 @@ class DiscreteVP(VPSchedule):
 
     def __repr__(self):
         return f"DiscreteVP(N={self._log_alphas.numel()})"
+
+
+class RectifiedFlow(NoiseSchedule):
+    """The rectified-flow / flow-matching path of SD3 and Flux: α_t = 1 − t, σ_t = t, continuous t ∈ [t_min, t_max].
+
+    λ = log((1 − t)/t), t_λ(λ) = 1/(1 + e^λ), f = −1/(1 − t), g² = 2t/(1 − t) (eq. 1.5; not −2f: α² + σ² ≠ 1).
+    Time unit: diffusers' flow-matching sigma (``FlowMatchEulerDiscreteScheduler.sigmas``); its timestep is
+    1000 t.  Both ends must lie strictly inside (0, 1): λ(1) = −∞ and λ(0) = +∞, where the exponential
+    integrators' coefficients are ∞·0 (derivations/gaussian_paths.py); the defaults 1 − 1e-3 and 1e-3 start
+    from α_T = 1e-3 and stop at σ = 1e-3.  A diffusers loop from sigma 1 to 0 differs from ours in its first
+    and last steps only (see ``adjointlib.models.EpsilonFromVelocity``).
+    Raises (constructor):
+        ValueError: not ``0 < t_min < t_max < 1``.
+    """
+
+    def __init__(self, t_min: float = 1e-3, t_max: float = 1.0 - 1e-3):
+        self.t_min, self.t_max = float(t_min), float(t_max)
+        if not 0.0 < self.t_min < self.t_max < 1.0:
+            raise ValueError(f"RectifiedFlow needs 0 < t_min < t_max < 1 (λ(0) = +∞, λ(1) = −∞), got "
+                             f"t_min={self.t_min}, t_max={self.t_max}")
+        self.check_range()
+
+    def alpha(self, t):
+        return 1.0 - _as_float(t)
+
+    def sigma(self, t):
+        return _as_float(t).clone()
+
+    def lam(self, t):
+        t = _as_float(t)
+        return torch.log1p(-t) - torch.log(t)
+
+    def t_of_lam(self, lam):
+        return torch.sigmoid(-_as_float(lam))
+
+    def d_alpha_dt(self, t):
+        return torch.full_like(_as_float(t), -1.0)
+
+    def d_sigma_dt(self, t):
+        return torch.ones_like(_as_float(t))
+
+    def __repr__(self):
+        return f"RectifiedFlow(t_min={self.t_min}, t_max={self.t_max})"

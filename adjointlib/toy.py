@@ -10,14 +10,17 @@ With τ_t² = α_t² s² + σ_t² the marginal is x_t ~ N(α_t μ, τ_t² I), an
                   ∂x_0/∂μ = α_0 − τ_0² α_T² / (α_0 τ_T²)
 
 Here subscript T is the start of sampling (t_start) and 0 its end (t_end).  μ plays the role
-of the conditional information z and s that of a model parameter θ.
+of the conditional information z and s that of a model parameter θ.  Every formula holds for any Gaussian
+path (``NoiseSchedule``: VP or rectified flow; derivations/gaussian_paths.py), and the velocity of a flow-matching
+model is u* = α̇_t x̂₀* + σ̇_t ε* with Tweedie's x̂₀* = μ + α_t s² (x − α_t μ)/τ_t².
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["GaussianEpsModel", "tau", "eps_star", "flow", "ode_gradients", "sde_jacobians"]
+__all__ = ["GaussianEpsModel", "GaussianVelocityModel", "tau", "eps_star", "velocity_star", "flow", "ode_gradients",
+           "sde_jacobians"]
 
 
 def _t(t, like=None):
@@ -37,6 +40,17 @@ def eps_star(schedule, x, t, mu, data_std) -> torch.Tensor:
     shape = (-1,) + (1,) * (x.dim() - 1) if t.dim() == 1 else ()
     alpha, sigma = schedule.alpha(t).reshape(shape), schedule.sigma(t).reshape(shape)
     return sigma * (x - alpha * mu) / (alpha**2 * data_std**2 + sigma**2)
+
+
+def velocity_star(schedule, x, t, mu, data_std) -> torch.Tensor:
+    """u*(x, t) = α̇_t x̂₀* + σ̇_t ε*, the exact flow-matching velocity (Tweedie x̂₀* = (x − σ_t ε*)/α_t).
+    x, μ: (b, d), t: scalar or (b,).  Returns (b, d)."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    shape = (-1,) + (1,) * (x.dim() - 1) if t.dim() == 1 else ()
+    alpha, sigma = schedule.alpha(t).reshape(shape), schedule.sigma(t).reshape(shape)
+    d_alpha, d_sigma = schedule.d_alpha_dt(t).reshape(shape), schedule.d_sigma_dt(t).reshape(shape)
+    eps = eps_star(schedule, x, t, mu, data_std)
+    return d_alpha * (x - sigma * eps) / alpha + d_sigma * eps
 
 
 def flow(schedule, x_from, t_from, t_to, mu, data_std) -> torch.Tensor:
@@ -83,3 +97,12 @@ class GaussianEpsModel(nn.Module):
     def forward(self, x, t, z=None):
         mu = torch.zeros_like(x) if z is None else z
         return eps_star(self.schedule, x, t, mu, self.data_std.to(x.dtype))
+
+
+class GaussianVelocityModel(GaussianEpsModel):
+    """The exact velocity model of the toy, ``model(x, t, z=μ) -> u*`` (flow-matching prediction; wrap it in
+    ``adjointlib.EpsilonFromVelocity`` to sample), with s as the learnable parameter θ.  x, z: (b, d); t: (b,)."""
+
+    def forward(self, x, t, z=None):
+        mu = torch.zeros_like(x) if z is None else z
+        return velocity_star(self.schedule, x, t, mu, self.data_std.to(x.dtype))

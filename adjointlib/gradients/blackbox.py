@@ -3,7 +3,7 @@
 AdjointDPM (Pan et al., ICLR 2024; paper A.12–A.13, derivations/adjointdpm.py) removes the
 linear term of the PF-ODE with y = x/α and the VE noise level ν = e^{−λ} = σ/α:
 
-    dy/dν = ε_θ(α(ν) y, z, t(ν)),   α(ν) = 1/sqrt(1 + ν²),  t(ν) = t_λ(−log ν),
+    dy/dν = ε_θ(α(ν) y, z, t(ν)),   t(ν) = t_λ(−log ν),  α(ν) = α_{t(ν)}  (= 1/sqrt(1 + ν²) for VP schedules),
 
 and hands it to ``torchdiffeq.odeint_adjoint``, which solves the adjoint (A.13) for
 [y, a_y, a_z, a_θ] backwards with the same generic solver.  ``method="rk4"`` takes one
@@ -36,8 +36,8 @@ class NuODE(nn.Module):
 
     def forward(self, nu, y):
         nu = float(nu.detach())
-        t = float(self.schedule.t_of_lam(torch.tensor(-math.log(nu), dtype=torch.float64)))
-        return call_model(self.model, y / math.sqrt(1.0 + nu * nu), t, self.z)
+        t = self.schedule.t_of_lam(torch.tensor(-math.log(nu), dtype=torch.float64))
+        return call_model(self.model, y * float(self.schedule.alpha(t)), float(t), self.z)
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Blackbox:
             if self.seminorm:
                 kwargs["adjoint_options"] = dict(norm="seminorm")
         z_params = (z,) if z is not None and z.is_floating_point() and z.requires_grad else ()
-        y = torchdiffeq.odeint_adjoint(NuODE(model, plan.schedule, z), x_T * math.sqrt(1.0 + float(nu[0]) ** 2), nu,
+        alpha_start, alpha_end = plan.schedule.alpha(plan.times[[0, -1]]).tolist()
+        y = torchdiffeq.odeint_adjoint(NuODE(model, plan.schedule, z), x_T / alpha_start, nu,
                                        adjoint_params=tuple(params) + z_params, **kwargs)
-        return y[-1] / math.sqrt(1.0 + float(nu[-1]) ** 2)
+        return y[-1] * alpha_end
