@@ -20,6 +20,7 @@ from adjointlib import toy  # noqa: E402
 from adjointlib.adjoint import adjoint_deis, state_on_recorded_trajectory  # noqa: E402
 from adjointlib.solvers import Trajectory  # noqa: E402
 from derivations import discrete_vs_continuous as dvc  # noqa: E402
+from derivations import gaussian_paths  # noqa: E402
 from derivations import gaussian_toy as gt  # noqa: E402
 from derivations import pf_ode, sde_adjoint, solver_coefficients as sc, vp_sde  # noqa: E402
 
@@ -303,3 +304,27 @@ def test_g2_from_eq_1_5_by_autograd_equals_library_g2_for_every_schedule():
         g2_15 = ds2 - 2 * lib.f(T) * lib.sigma(T) ** 2
         _close(g2_15, lib.g2(T).detach().numpy(), rtol=1e-9, atol=1e-12)
         _close(lib.t_of_lam(lib.lam(T)), tt, rtol=1e-11, atol=1e-12)
+
+
+def test_rectified_flow_schedule_and_velocity_adapter_match_gaussian_paths():
+    """adjointlib.RectifiedFlow and EpsilonFromVelocity against derivations/gaussian_paths.py's lambdified SymPy
+    (α, σ, λ, f, g² of eq. 1.5, t(λ), ε = x + (1 − t) v), and the toy's velocity oracle against its u*."""
+    ref = gaussian_paths.rectified_flow()
+    schedule = al.RectifiedFlow()
+    t = np.linspace(0.01, 0.99, 11)
+    tt = torch.tensor(t, dtype=torch.float64)
+    for name in ("alpha", "sigma", "lam", "f", "g2"):
+        assert np.allclose(getattr(schedule, name)(tt).numpy(), getattr(ref, name)(t), rtol=1e-12, atol=1e-14), name
+    lam = np.linspace(-5, 5, 11)
+    assert np.allclose(schedule.t_of_lam(torch.tensor(lam)).numpy(), ref.t_of_lam(lam), rtol=1e-12)
+    rng = np.random.default_rng(0)
+    x, v, mu = (rng.standard_normal((11, 3)) for _ in range(3))
+
+    class Velocity(torch.nn.Module):
+        def forward(self, x_, t_, z=None):
+            return torch.tensor(v)
+
+    eps = al.EpsilonFromVelocity(Velocity(), schedule)(torch.tensor(x), tt, None).numpy()
+    assert np.allclose(eps, gaussian_paths.eps_from_velocity(x, v, t[:, None]), rtol=1e-12)
+    u = toy.velocity_star(schedule, torch.tensor(x), tt, torch.tensor(mu), 0.5).numpy()
+    assert np.allclose(u, gaussian_paths.velocity_star(x, t[:, None], mu, 0.5), rtol=1e-10, atol=1e-12)
