@@ -9,15 +9,18 @@ z the condition (e.g. a prompt's text embeddings), z_u the unconditional one (th
 negative prompt's).  w = 0 is the unconditional model, w = 1 the conditional one, w > 1 extrapolates.
 
 **Which ODE the sampler solves.**  With ε = −σ_t ∇log p_t (paper §1.1), ε_w = −σ_t ∇log(p_{u,t}^{1−w} p_{c,t}^w):
-ε_w is the ε of the *tilted* density p̃_t ∝ p_{u,t}^{1−w} p_{c,t}^w at every t.  That family is not the marginal
-family of any single diffusion: Gaussian smoothing does not commute with taking powers and products (the
-forward process applied to p̃_0 gives densities other than p̃_t for t > 0, Du et al. 2023, *Reduce, Reuse,
-Recycle*, §3), so the guided PF-ODE dx/dt = f(t) x + g²(t)/(2σ_t) ε_w(x, z, t) transports p̃_T to a
+ε_w is the ε of the *tilted* density p̃_t ∝ p_{u,t}^{1−w} p_{c,t}^w at every t.  In general that family is not the
+marginal family of any single diffusion: Gaussian smoothing does not commute with taking powers and products, so
+the forward process applied to p̃_0 gives densities other than p̃_t for t > 0 (Du et al. 2023, *Reduce, Reuse,
+Recycle*, arXiv:2302.11552, discuss it for products of diffusion models; Gaussians of equal covariance are an
+exception).  The guided PF-ODE dx/dt = f(t) x + g²(t)/(2σ_t) ε_w(x, z, t) therefore transports p̃_T to a
 distribution that is in general not p̃_0, and it is a different vector field from the PF-ODE of either the
 conditional or the unconditional model.  It is nevertheless an ODE of exactly the form the library integrates,
 with ε_w as smooth as ε_θ: DDIM and DPM-Solver-2M converge to its solution at orders 1 and 2, and AdjointDEIS
 (paper Alg. 1) is the exact continuous adjoint *of this field* — the gradient it converges to is that of the
-guided sampler's limit, w.r.t. x_T, z, w, z_u and θ alike (``tests/test_guidance.py`` measures the orders).
+guided sampler's limit, w.r.t. x_T, z, w, z_u and θ alike.  ``tests/test_guidance.py`` measures the orders, and
+shows on exact Gaussian models that the guided ODE maps p̃_T onto p̃_0 when the two variances agree (p̃_t is then
+a diffusion) and misses it by far when they differ.
 
 **Prediction types.**  The adapters of ``adjointlib.models`` (x₀-prediction ε = (x − α_t x̂₀)/σ_t, v-prediction
 ε = σ_t x + α_t v) and the flow-velocity adapter ε = x + (1 − t) v are affine in the prediction p,

@@ -18,10 +18,13 @@ A reader with Stable Diffusion weights (a local folder, or a hub id where the ma
     pipe = StableDiffusionPipeline.from_pretrained("path/to/stable-diffusion-v1-5", torch_dtype=torch.float32)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)   # SD 1.5: set_alpha_to_one=False
     model, schedule = pipeline_model(pipe, guidance_scale=7.5)
-    z = prompt_embeddings(pipe, "a photo of a cat").requires_grad_(True)
+    with torch.no_grad():
+        z = prompt_embeddings(pipe, "a photo of a cat")       # (1, 77, 768)
+    z.requires_grad_(True)
     x_T = torch.randn(1, 4, 64, 64, requires_grad=True)
-    x_0 = adjointlib.sample(model, schedule, x_T, z, steps=ddim_timestep_grid(pipe.scheduler, 50), sampler="ddim")
-    loss = loss_on_images(LatentDecoder(pipe.vae)(x_0))   # gradients reach x_T, z, w and θ
+    x_0 = adjointlib.sample(model, schedule, x_T, z, steps=ddim_timestep_grid(pipe.scheduler, 50), sampler="ddim",
+                            params=[model.scale])          # default: every parameter requiring grad, the UNet's too
+    loss = loss_on_images(LatentDecoder(pipe.vae)(x_0))   # loss.backward(): x_T.grad, z.grad, model.scale.grad
 
 (that path cannot be tested here: no weights are downloaded; ``tests/test_latent.py`` runs the same code on the tiny
 pipeline).  Pipelines whose UNet needs more than ``encoder_hidden_states`` (SD-XL's added text/time embeddings,
@@ -72,7 +75,8 @@ class LatentDecoder(nn.Module):
     def __init__(self, vae, checkpoint: bool = True, scaling_factor: float | None = None):
         super().__init__()
         if not callable(getattr(vae, "decode", None)):
-            raise TypeError(f"vae must have a decode(latents) method (a diffusers AutoencoderKL), got {type(vae).__name__}")
+            raise TypeError(f"vae must have a decode(latents) method (a diffusers AutoencoderKL), got "
+                            f"{type(vae).__name__}")
         if not isinstance(checkpoint, bool):
             raise TypeError(f"checkpoint must be True or False, got {checkpoint!r}")
         config = getattr(vae, "config", None)
@@ -141,7 +145,8 @@ def prompt_embeddings(pipe, prompt, *, clip_skip: int | None = None) -> torch.Te
         TypeError: ``prompt`` is neither a string nor a list of strings; ``pipe`` cannot encode prompts (no
             ``encode_prompt``, tokenizer or text encoder).
     """
-    if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))):
+    is_list = isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt)
+    if not (isinstance(prompt, str) or is_list):
         raise TypeError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
     if not callable(getattr(pipe, "encode_prompt", None)) or getattr(pipe, "tokenizer", None) is None \
             or getattr(pipe, "text_encoder", None) is None:
@@ -294,7 +299,8 @@ def tiny_text_to_image(seed: int = 0, dtype: torch.dtype = torch.float32, *, tex
         torch.manual_seed(seed)
         unet = diffusers.UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
             cross_attention_dim=text_width, attention_head_dim=4, norm_num_groups=4)
         vae = diffusers.AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(4, 4, 8, 8), layers_per_block=1,

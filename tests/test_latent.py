@@ -219,6 +219,27 @@ def test_image_loss_gradients_reach_x_T_and_the_prompt_through_sample(pipe64):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
+def test_the_module_docstring_recipe_runs_on_the_tiny_pipeline():
+    """adjointlib.latent's recipe for Stable Diffusion weights, line for line, with the tiny pipeline in place of
+    ``from_pretrained`` (float32, 8×8 latents, N = 10): backward fills x_T.grad, z.grad and model.scale.grad."""
+    from diffusers import DDIMScheduler
+
+    pipe = latent.tiny_text_to_image(seed=2)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    model, schedule = latent.pipeline_model(pipe, guidance_scale=7.5)
+    with torch.no_grad():
+        z = latent.prompt_embeddings(pipe, "a photo of a cat")
+    z.requires_grad_(True)
+    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    x_0 = al.sample(model, schedule, x_T, z, steps=latent.ddim_timestep_grid(pipe.scheduler, 10), sampler="ddim",
+                    params=[model.scale])
+    loss = latent.LatentDecoder(pipe.vae)(x_0).square().mean()
+    loss.backward()
+    for grad in (x_T.grad, z.grad, model.scale.grad):
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().max() > 0
+    assert pipe.unet.conv_out.weight.grad is None  # not in params: the adjoint computed no UNet weight gradient
+
+
 def test_latent_errors_name_the_argument(pipe64):
     vae = pipe64.vae
     with pytest.raises(TypeError, match="vae"):
