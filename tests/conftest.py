@@ -39,3 +39,13 @@ def fitted_slope(hs, errors):
     ys = [math.log(e) for e in errors]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tiny networks (8×8 latents gain nothing from more; on a busy 2-core machine OpenMP's
+    waiting threads made the guided-UNet convergence test 20× slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

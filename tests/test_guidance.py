@@ -191,15 +191,6 @@ def test_every_gradient_method_reaches_the_scale():
 
 # --- through a tiny text-to-image UNet (diffusers + transformers) ----------------------------------------------
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for the tiny UNet (8×8 latents gain nothing from more; on a busy 2-core machine OpenMP's
-    waiting threads made this test 20× slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _tiny_guided(w=3.0, seed=0):
     pytest.importorskip("diffusers")

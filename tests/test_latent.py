@@ -15,14 +15,7 @@ pytest.importorskip("transformers")
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (as in test_guidance.py): the tiny networks gain nothing from more, and on a busy 2-core
-    machine OpenMP's waiting threads slow them down many times."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
