@@ -1,0 +1,247 @@
+"""Chapter 11 ("Your own model"): every gradient method on a tiny latent text-to-image model with classifier-free
+guidance and on a tiny flow-matching model, accuracy against a fine reference and peak memory.
+
+Problems (random weights, built in code, no download):
+- ``latent-cfg``: ``adjointlib.latent.tiny_text_to_image`` (UNet2DConditionModel + AutoencoderKL + DDIM schedule,
+  ``DiscreteVP``), guided with w = 5, loss through the checkpointed VAE decoder: L = mean((D(x_0) − target)²);
+- ``flow-cfg``: a UNet2DConditionModel read as a flow-matching velocity model (``FlowMatchEulerDiscreteScheduler``,
+  shift 3 → ``RectifiedFlow`` + ``EpsilonFromVelocity``), guided with w = 3, pixel loss L = mean((x_0 − target)²).
+Both optimise noise (dL/dx_T, as direct noise optimisation) and the condition (dL/dz, the prompt embeddings), and
+differentiate the guidance scale w.  Grids are λ-uniform over the schedule.
+
+Accuracy (float64): relative error of each method's dL/dx_T, dL/dz, dL/dw against backprop through DPM-Solver-2M
+on ``--reference-steps`` steps (its own error estimated from the run at half as many steps: |g_N − g_{N/2}|/3 for
+order 2).  Memory (float32, one thread, one fresh subprocess per method and N): peak RSS above the baseline after
+building the model and one plain sampling pass on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+Writes ``results/your_model/accuracy.csv``, ``memory.csv`` and ``meta.json`` (atomically).
+
+    python benchmarks/your_model.py [--mode quick|full] [--device cpu] [--problems latent-cfg flow-cfg]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import adjointlib as al
+from adjointlib.atomic import write_text_atomic
+from adjointlib.gradients.compare import METHODS as METHOD_KWARGS
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "your_model"
+METHODS = ["adjoint-1", "adjoint-2M", "adjoint-1 (recomputed)", "backprop-1", "backprop-2M", "checkpoint-2M",
+           "reversible-1", "blackbox-rk4"]
+PROBLEMS = ("latent-cfg", "flow-cfg")
+CONFIG = {  # steps of the accuracy sweep, reference steps, steps of the memory runs
+    "quick": dict(steps=[10, 20, 40], reference=160, memory_steps=[10, 40]),
+    "full": dict(steps=[10, 20, 40, 80, 160], reference=320, memory_steps=[10, 50, 100]),
+}
+
+
+@dataclass
+class Problem:
+    """One differentiable sampling problem: ``loss(sample(model, schedule, x_T, z, ...))`` with gradients w.r.t.
+    x_T (b, ...), z (b, L, D) and the guidance scale ``model.scale``."""
+
+    name: str
+    model: torch.nn.Module
+    schedule: al.NoiseSchedule
+    x_T: torch.Tensor
+    z: torch.Tensor
+    loss: object
+    description: str
+
+
+def _quiet_diffusers():
+    from diffusers.utils import logging
+
+    logging.set_verbosity_error()
+
+
+def latent_problem(dtype=torch.float64, device="cpu", batch=2, seed=0) -> Problem:
+    """The tiny latent text-to-image model with guidance w = 5 and a loss through its checkpointed VAE decoder."""
+    from adjointlib import latent
+
+    _quiet_diffusers()
+    pipe = latent.tiny_text_to_image(seed=seed)
+    model, schedule = latent.pipeline_model(pipe, guidance_scale=5.0)
+    model = model.to(device, dtype)
+    model.requires_grad_(False)  # θ frozen: noise and condition optimisation (and w)
+    model.scale.requires_grad_(True)
+    decoder = latent.LatentDecoder(pipe.vae).to(device, dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    unet = pipe.unet
+    shape = (batch, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    x_T = torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype)
+    z = latent.prompt_embeddings(pipe, ["a face"] * batch).to(device, dtype)
+    with torch.no_grad():
+        target = decoder(torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype))
+    return Problem("latent-cfg", model, schedule, x_T, z, lambda x0: (decoder(x0) - target).square().mean(),
+                   f"latent {tuple(shape[1:])} → image {tuple(target.shape[1:])}, DiscreteVP (DDIM scheduler), w = 5")
+
+
+def flow_problem(dtype=torch.float64, device="cpu", batch=2, seed=0, size=16) -> Problem:
+    """A tiny text-conditional velocity model on rectified flow (shift-3 scheduler config) with guidance w = 3."""
+    import diffusers
+
+    _quiet_diffusers()
+    torch.manual_seed(seed)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=size, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8)
+    velocity, schedule = al.DiffusersUNet.from_pipeline_parts(
+        unet, diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0), conditioning="encoder")
+    g = torch.Generator().manual_seed(seed + 1)
+    z_u = torch.randn(1, 6, 16, generator=g, dtype=torch.float64)
+    model = al.ClassifierFreeGuidance(velocity, 3.0, z_u).to(device, dtype)
+    model.requires_grad_(False)
+    model.scale.requires_grad_(True)
+    x_T = torch.randn(batch, 3, size, size, generator=g, dtype=torch.float64).to(device, dtype)
+    z = torch.randn(batch, 6, 16, generator=g, dtype=torch.float64).to(device, dtype)
+    target = torch.rand(batch, 3, size, size, generator=g, dtype=torch.float64).to(device, dtype) * 2 - 1
+    return Problem("flow-cfg", model, schedule, x_T, z, lambda x0: (x0 - target).square().mean(),
+                   f"pixels {tuple(x_T.shape[1:])}, RectifiedFlow (t from 0.999 to 0.001), velocity model, w = 3")
+
+
+BUILDERS = {"latent-cfg": latent_problem, "flow-cfg": flow_problem}
+
+
+def gradients(problem: Problem, method: str, steps: int) -> dict:
+    """dL/dx_T, dL/dz, dL/dw of ``problem`` by ``method`` (a label of ``adjointlib.gradients.compare.METHODS``)."""
+    x_T = problem.x_T.clone().requires_grad_(True)
+    z = problem.z.clone().requires_grad_(True)
+    scale = problem.model.scale
+    x0 = al.sample(problem.model, problem.schedule, x_T, z, steps=steps, params=[scale], **METHOD_KWARGS[method])
+    g_x, g_z, g_w = torch.autograd.grad(problem.loss(x0), [x_T, z, scale])
+    return dict(x_T=g_x, z=g_z, w=g_w.reshape(1))
+
+
+def relative(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def accuracy(problem: Problem, methods, steps_list, reference_steps, progress=None):
+    """(rows, reference info): one row per (method, N) with the relative errors of x_T, z and w."""
+    reference = gradients(problem, "backprop-2M", reference_steps)
+    coarse = gradients(problem, "backprop-2M", reference_steps // 2)
+    ref_error = {k: relative(coarse[k], reference[k]) / 3 for k in reference}
+    rows = []
+    for method in methods:
+        for n in steps_list:
+            got = gradients(problem, method, n)
+            rows.append(dict(problem=problem.name, method=method, steps=n,
+                             **{f"err_{k}": relative(got[k], reference[k]) for k in reference}))
+            if progress is not None:
+                progress.update()
+    return rows, dict(method="backprop-2M", steps=reference_steps, estimated_rel_error=ref_error)
+
+
+# ---------------------------------------------------------------- memory: one subprocess per (problem, method, N)
+def _peak_bytes(device):
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def child(problem_name, method, steps, device):
+    """Measure one gradient in this (fresh) process; prints one JSON line."""
+    al.exact_float32(device)
+    problem = BUILDERS[problem_name](dtype=torch.float32, device=device)
+    sampler = METHOD_KWARGS[method]["sampler"]
+    plain_sampler = "dpm-solver-2m" if sampler == "dpm-solver-2m" else "ddim"
+    with torch.no_grad():
+        al.solve(problem.model, problem.schedule, problem.x_T, problem.z, 2, sampler=plain_sampler)
+        w0 = _sync(device)
+        al.solve(problem.model, problem.schedule, problem.x_T, problem.z, steps, sampler=plain_sampler)
+        w1 = _sync(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    baseline = _peak_bytes(device)
+    w2 = _sync(device)
+    grads = gradients(problem, method, steps)
+    w3 = _sync(device)
+    peak = _peak_bytes(device)
+    print(json.dumps(dict(problem=problem_name, method=method, steps=steps, device=device,
+                          above_baseline_mib=(peak - baseline) / 2**20, plain_s=w1 - w0, grad_s=w3 - w2,
+                          finite=bool(all(torch.isfinite(g).all() for g in grads.values())))))
+
+
+def memory(problem_name, methods, steps_list, device, progress=None):
+    rows = []
+    for method in methods:
+        for n in steps_list:
+            out = subprocess.run([sys.executable, __file__, "--device", device, "--child", problem_name, method, str(n)],
+                                 capture_output=True, text=True, check=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            if progress is not None:
+                progress.update()
+    return rows
+
+
+def _csv_text(rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buffer.getvalue()
+
+
+def main(argv=None):
+    from tqdm import tqdm
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--mode", choices=sorted(CONFIG), default="quick")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("PROBLEM", "METHOD", "STEPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # tiny networks: more threads only add OpenMP waiting on a busy machine
+    if args.child:
+        return child(args.child[0], args.child[1], int(args.child[2]), args.device)
+    config = CONFIG[args.mode]
+    acc_rows, mem_rows, meta = [], [], dict(mode=args.mode, device=args.device, problems={})
+    for name in args.problems:
+        problem = BUILDERS[name]()
+        total = len(args.methods) * len(config["steps"])
+        with tqdm(total=total, desc=f"{name}: accuracy") as bar:
+            rows, reference = accuracy(problem, args.methods, config["steps"], config["reference"], bar)
+        acc_rows += rows
+        meta["problems"][name] = dict(description=problem.description, reference=reference)
+        if not args.skip_memory:
+            with tqdm(total=len(args.methods) * len(config["memory_steps"]), desc=f"{name}: memory") as bar:
+                mem_rows += memory(name, args.methods, config["memory_steps"], args.device, bar)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / "accuracy.csv", _csv_text(acc_rows))
+    if mem_rows:
+        write_text_atomic(args.out / "memory.csv", _csv_text(mem_rows))
+    write_text_atomic(args.out / "meta.json", json.dumps(meta, indent=1))
+    for r in acc_rows:
+        print(f"{r['problem']:10s} {r['method']:24s} N={r['steps']:4d}  x_T {r['err_x_T']:.2e}  z {r['err_z']:.2e}  "
+              f"w {r['err_w']:.2e}")
+    for r in mem_rows:
+        print(f"{r['problem']:10s} {r['method']:24s} N={r['steps']:4d}  {r['above_baseline_mib']:9.1f} MiB  "
+              f"{r['grad_s'] / r['plain_s']:6.2f} x one sampling pass")
+
+
+if __name__ == "__main__":
+    main()
