@@ -174,3 +174,16 @@ def test_ddim_equals_flow_match_euler_scheduler_loop():
     assert (ours - theirs).abs().max() < 2e-5 * theirs.abs().max()
     # the shift changes only the grid: unshifted sigmas would give another x_0
     assert not torch.allclose(grid[1:], torch.linspace(0.99, 0.02, 12, dtype=F64)[1:], atol=1e-3)
+
+
+def test_a_default_flow_match_grid_from_sigma_one_to_zero_is_refused_by_name():
+    """diffusers' default FlowMatchEulerDiscreteScheduler grid runs from sigma 1 (α = 0) to 0 (σ = 0), where λ is
+    infinite: refused at the call, naming the argument and the schedule's range, not a NaN later."""
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(10)
+    schedule = al.RectifiedFlow()
+    model = al.EpsilonFromVelocity(toy.GaussianVelocityModel(schedule, dtype=torch.float32), schedule)
+    with pytest.raises(ValueError, match=r"steps must lie in the schedule's range \[0.001, 0.999\]"):
+        al.sample(model, schedule, torch.randn(2, 3), steps=scheduler.sigmas.double())
+    x0 = al.sample(model, schedule, torch.randn(2, 3), steps=scheduler.sigmas[1:-1].double())  # inside (0, 1): runs
+    assert bool(torch.isfinite(x0).all())
