@@ -337,3 +337,22 @@ def test_natural_argument_types_are_accepted():
 def test_model_output_of_another_dtype_is_refused():
     with pytest.raises(TypeError, match="model output is torch.float32"):
         _call(model=lambda x, t, z: x.float())
+
+
+def test_blackbox_in_float32_on_a_discrete_schedule_stays_inside_the_table():
+    """The black box integrates in ν = e^{−λ} stored in the state's dtype; a float32 ν at t = 999 maps back to
+    t = 999.0000032, outside DiscreteVP's table, and an adapter that reads α_t there (x₀-prediction) raised ValueError.
+    The time is now clamped to the schedule's range."""
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    schedule = al.DiscreteVP(torch.cumprod(1 - betas, 0))
+
+    class X0(torch.nn.Module):
+        def forward(self, x, t, z=None):
+            return 0.5 * x
+
+    model = al.EpsilonFromX0(X0(), schedule)
+    x_T = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    x0 = al.sample(model, schedule, x_T, steps=torch.tensor([999.0, 500.0, 0.0], dtype=torch.float64), sampler="rk4",
+                   gradient="blackbox")
+    (g,) = torch.autograd.grad(x0.sum(), [x_T])
+    assert bool(torch.isfinite(x0).all()) and bool(torch.isfinite(g).all())

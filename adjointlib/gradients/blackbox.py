@@ -37,6 +37,7 @@ class NuODE(nn.Module):
     def forward(self, nu, y):
         nu = float(nu.detach())
         t = self.schedule.t_of_lam(torch.tensor(-math.log(nu), dtype=torch.float64))
+        t = t.clamp(self.schedule.t_min, self.schedule.t_max)  # a float32 ν's round-off can step a hair outside
         return call_model(self.model, y * float(self.schedule.alpha(t)), float(t), self.z)
 
 
