@@ -86,6 +86,14 @@ def _time(value, name: str) -> float:
     return float(value)
 
 
+def _snap_to_ends(schedule, grid: torch.Tensor, eps: float) -> torch.Tensor:
+    """A grid given in a low-precision dtype, with values within that dtype's rounding (2 eps) of the schedule's ends
+    set to the ends (float32(0.999) = 0.99900001 is RectifiedFlow's t_max)."""
+    slack = 2 * eps * max(1.0, abs(schedule.t_min), abs(schedule.t_max))
+    grid = torch.where((grid > schedule.t_max) & (grid <= schedule.t_max + slack), schedule.t_max, grid)
+    return torch.where((grid < schedule.t_min) & (grid >= schedule.t_min - slack), schedule.t_min, grid)
+
+
 def resolve_grid(schedule, steps, t_start=None, t_end=None, name: str = "steps") -> torch.Tensor:
     """Turn ``steps`` (an integer N, or an explicit decreasing 1-D sequence of times) into a checked grid.
 
@@ -114,6 +122,8 @@ def resolve_grid(schedule, steps, t_start=None, t_end=None, name: str = "steps")
         raise ValueError(f"{name} contains NaN or Inf: {grid.tolist()}")
     if not bool((grid[1:] < grid[:-1]).all()):
         raise ValueError(f"{name} must be strictly decreasing (from t_start to t_end); got {grid.tolist()}")
+    if isinstance(steps, torch.Tensor) and steps.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        grid = _snap_to_ends(schedule, grid, torch.finfo(steps.dtype).eps)
     schedule.check_times(grid, name)
     for end, value, label in ((grid[0], t_start, "t_start"), (grid[-1], t_end, "t_end")):
         if value is not None and abs(float(end) - _time(value, label)) > time_tolerance(float(grid[0])):

@@ -258,7 +258,9 @@ class DiffusersUNet(nn.Module):
         elif self.conditioning == "encoder":
             kwargs["encoder_hidden_states"] = z
         elif z is not None:
-            raise ValueError("this DiffusersUNet is unconditional (conditioning=None) but z was given")
+            raise ValueError("this DiffusersUNet is unconditional (conditioning=None) but z was given; for a "
+                             "UNet2DConditionModel use conditioning='encoder' (z = encoder_hidden_states), for a class "
+                             "embedding conditioning='class'")
         out = self.unet(x, t * self.time_scale, **kwargs).sample
         return out[:, : x.shape[1]] if out.shape[1] == 2 * x.shape[1] else out
 

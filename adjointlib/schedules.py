@@ -45,6 +45,7 @@ class NoiseSchedule:
 
     t_min: float
     t_max: float
+    range_hint: str = ""  # appended to check_times' message
 
     def alpha(self, t) -> torch.Tensor:
         """α_t, the signal scale.  Shape of ``t``.
@@ -137,7 +138,7 @@ class NoiseSchedule:
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo < self.t_min - slack or hi > self.t_max + slack:
             raise ValueError(
                 f"{name} must lie in the schedule's range [{self.t_min}, {self.t_max}] "
-                f"of {type(self).__name__}; got values in [{lo}, {hi}]"
+                f"of {type(self).__name__}; got values in [{lo}, {hi}]{self.range_hint}"
             )
 
 
@@ -363,6 +364,10 @@ class RectifiedFlow(NoiseSchedule):
     Raises (constructor):
         ValueError: not ``0 < t_min < t_max < 1``.
     """
+
+    range_hint = ("; the unit is the flow-matching sigma t in (0, 1), not the timestep 1000 t, and a diffusers "
+                  "FlowMatch scheduler's sigmas run from 1 (α = 0) to 0 (σ = 0), where λ is infinite: pass the sigmas "
+                  "inside (0, 1), e.g. scheduler.sigmas[1:-1], or a RectifiedFlow(t_min=, t_max=) that contains them")
 
     def __init__(self, t_min: float = 1e-3, t_max: float = 1.0 - 1e-3):
         self.t_min, self.t_max = float(t_min), float(t_max)

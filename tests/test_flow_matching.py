@@ -187,3 +187,37 @@ def test_a_default_flow_match_grid_from_sigma_one_to_zero_is_refused_by_name():
         al.sample(model, schedule, torch.randn(2, 3), steps=scheduler.sigmas.double())
     x0 = al.sample(model, schedule, torch.randn(2, 3), steps=scheduler.sigmas[1:-1].double())  # inside (0, 1): runs
     assert bool(torch.isfinite(x0).all())
+
+
+def test_float32_grids_at_the_schedule_ends_are_accepted_and_the_range_error_says_what_to_do():
+    """float32(0.999) = 0.99900001 lies a rounding above RectifiedFlow's t_max: a float32 grid is snapped to the ends
+    it rounds from (the same grid as float64 or a list already worked); a grid really outside is refused with the fix."""
+    schedule = al.RectifiedFlow()
+    model = al.EpsilonFromVelocity(toy.GaussianVelocityModel(schedule, dtype=torch.float32), schedule)
+    x_T = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    grid32 = torch.tensor([0.999, 0.5, 0.001])
+    assert float(grid32[0]) > schedule.t_max
+    x0_32 = al.sample(model, schedule, x_T, steps=grid32, gradient="backprop")
+    x0_64 = al.sample(model, schedule, x_T, steps=[0.999, 0.5, 0.001], gradient="backprop")
+    assert torch.equal(x0_32, x0_64)
+    with pytest.raises(ValueError, match=r"scheduler.sigmas\[1:-1\]"):
+        al.sample(model, schedule, x_T, steps=torch.tensor([1000.0, 500.0, 1.0]))
+
+
+def test_backprop_differentiates_only_params():
+    """params=[] (noise optimisation): backprop, like every method, leaves the network's weights without gradients and
+    builds no graph for them; the x_T gradient is unchanged and the weights' requires_grad flags are restored."""
+    schedule = al.RectifiedFlow()
+    velocity = toy.GaussianVelocityModel(schedule)
+    model = al.EpsilonFromVelocity(velocity, schedule)
+    x_T = torch.randn(2, 3, dtype=F64, requires_grad=True)
+    grads = []
+    for params in ([], None):
+        velocity.data_std.grad = None
+        x0 = al.sample(model, schedule, x_T, steps=8, gradient="backprop", params=params)
+        x0.sum().backward()
+        grads.append(x_T.grad.clone())
+        x_T.grad = None
+        assert (velocity.data_std.grad is None) == (params == [])
+        assert velocity.data_std.requires_grad
+    assert torch.equal(grads[0], grads[1])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..samplers import ExponentialIntegrator, ReversibleSampler
 from ..solvers import integrate
-from .base import refuse_sampler
+from .base import only_params_require_grad, refuse_sampler
 
 __all__ = ["Backprop"]
 
@@ -29,9 +29,11 @@ class Backprop:
         return self
 
     def differentiate(self, model, plan, x_T, params):
-        """x_0 (b, ...) with the whole autograd graph kept; ``params`` is not needed (autograd reaches θ)."""
-        if isinstance(plan.sampler, ReversibleSampler):
-            from .reversible import reversible_pair
+        """x_0 (b, ...) with the whole autograd graph kept, for x_T, z and ``params`` only: the model's other
+        parameters are not differentiated (as with every other method), which also spares their graph's memory."""
+        with only_params_require_grad(model, params):
+            if isinstance(plan.sampler, ReversibleSampler):
+                from .reversible import reversible_pair
 
-            return reversible_pair(model, plan, x_T)[0]
-        return integrate(model, plan, x_T)[0]
+                return reversible_pair(model, plan, x_T)[0]
+            return integrate(model, plan, x_T)[0]

@@ -15,11 +15,13 @@ autograd does instead of returning the gradient of a model that no longer exists
 """
 from __future__ import annotations
 
+import contextlib
+
 from torch import nn
 
 from ..validation import check_params
 
-__all__ = ["refuse_sampler", "model_tensors", "differentiable_params"]
+__all__ = ["refuse_sampler", "model_tensors", "differentiable_params", "only_params_require_grad"]
 
 
 def refuse_sampler(method, plan) -> None:
@@ -29,9 +31,13 @@ def refuse_sampler(method, plan) -> None:
         ValueError: ``plan.sampler`` is an instance of none of ``method.samplers`` (the message names both).
     """
     if not isinstance(plan.sampler, method.samplers):
+        from . import GRADIENT_METHODS
+
         names = ", ".join(kind.__name__ for kind in method.samplers)
+        takers = [name for name, other in GRADIENT_METHODS.items() if isinstance(plan.sampler, other.samplers)]
         raise ValueError(f"gradient={method.name!r} differentiates {names} samplers, not sampler="
-                         f"{plan.sampler.name!r}; choose a sampler it supports or another gradient method")
+                         f"{plan.sampler.name!r}; sampler={plan.sampler.name!r} is differentiated by gradient="
+                         f"{' or '.join(map(repr, takers))} (also when you only sample, under torch.no_grad())")
 
 
 def model_tensors(model) -> tuple:
@@ -52,3 +58,22 @@ def differentiable_params(model, params) -> tuple:
     if isinstance(model, nn.Module):
         return tuple(p for p in model.parameters() if p.requires_grad)
     return ()
+
+
+@contextlib.contextmanager
+def only_params_require_grad(model, params):
+    """Within the block, the parameters of an nn.Module ``model`` that are not in ``params`` do not require grad, so
+    autograd through the model records (and keeps memory for) the gradients of x, z and ``params`` only; their flags
+    are restored on exit.  A no-op for other callables."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
+    wanted = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in wanted]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
