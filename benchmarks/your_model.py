@@ -181,16 +181,15 @@ def child(problem_name, method, steps, device):
                           finite=bool(all(torch.isfinite(g).all() for g in grads.values())))))
 
 
-def memory(problem_name, methods, steps_list, device, progress=None):
-    rows = []
-    for method in methods:
-        for n in steps_list:
-            out = subprocess.run([sys.executable, __file__, "--device", device, "--child", problem_name, method, str(n)],
-                                 capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            if progress is not None:
-                progress.update()
-    return rows
+def memory_row(problem_name, method, steps, device) -> dict:
+    """One memory measurement in a fresh process; a failed one is kept as a row with its error."""
+    out = subprocess.run([sys.executable, __file__, "--device", device, "--child", problem_name, method, str(steps)],
+                         capture_output=True, text=True)
+    if out.returncode == 0:
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]), error="")
+    last = (out.stderr.strip().splitlines() or ["exit status %d" % out.returncode])[-1]
+    return dict(problem=problem_name, method=method, steps=steps, device=device, above_baseline_mib=float("nan"),
+                plain_s=float("nan"), grad_s=float("nan"), finite=False, error=last)
 
 
 def _csv_text(rows) -> str:
@@ -202,7 +201,19 @@ def _csv_text(rows) -> str:
     return buffer.getvalue()
 
 
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["steps"] = int(r["steps"])
+    return rows
+
+
 def main(argv=None):
+    """Run (or resume) the benchmark: results are written after each problem's accuracy sweep and after each memory
+    measurement, and a re-run with the same --out, --mode and --device skips what is already there."""
     from tqdm import tqdm
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -219,28 +230,38 @@ def main(argv=None):
     if args.child:
         return child(args.child[0], args.child[1], int(args.child[2]), args.device)
     config = CONFIG[args.mode]
-    acc_rows, mem_rows, meta = [], [], dict(mode=args.mode, device=args.device, problems={})
-    for name in args.problems:
-        problem = BUILDERS[name]()
-        total = len(args.methods) * len(config["steps"])
-        with tqdm(total=total, desc=f"{name}: accuracy") as bar:
-            rows, reference = accuracy(problem, args.methods, config["steps"], config["reference"], bar)
-        acc_rows += rows
-        meta["problems"][name] = dict(description=problem.description, reference=reference)
-        if not args.skip_memory:
-            with tqdm(total=len(args.methods) * len(config["memory_steps"]), desc=f"{name}: memory") as bar:
-                mem_rows += memory(name, args.methods, config["memory_steps"], args.device, bar)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "accuracy.csv", _csv_text(acc_rows))
-    if mem_rows:
-        write_text_atomic(args.out / "memory.csv", _csv_text(mem_rows))
-    write_text_atomic(args.out / "meta.json", json.dumps(meta, indent=1))
+    meta_path = args.out / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta and (meta.get("mode"), meta.get("device")) != (args.mode, args.device):
+        parser.error(f"{args.out} holds a {meta.get('mode')} run on {meta.get('device')}; use another --out")
+    meta = dict(mode=args.mode, device=args.device, problems=meta.get("problems", {}))
+    acc_rows, mem_rows = _read_csv(args.out / "accuracy.csv"), _read_csv(args.out / "memory.csv")
+    for name in args.problems:
+        wanted = {(m, n) for m in args.methods for n in config["steps"]}
+        if not wanted <= {(r["method"], r["steps"]) for r in acc_rows if r["problem"] == name}:
+            problem = BUILDERS[name]()
+            with tqdm(total=len(wanted), desc=f"{name}: accuracy") as bar:
+                rows, reference = accuracy(problem, args.methods, config["steps"], config["reference"], bar)
+            acc_rows = [r for r in acc_rows if r["problem"] != name] + rows
+            meta["problems"][name] = dict(description=problem.description, reference=reference)
+            write_text_atomic(args.out / "accuracy.csv", _csv_text(acc_rows))
+            write_text_atomic(meta_path, json.dumps(meta, indent=1))
+        if args.skip_memory:
+            continue
+        done = {(r["method"], r["steps"]) for r in mem_rows if r["problem"] == name and not r.get("error")}
+        todo = [(m, n) for m in args.methods for n in config["memory_steps"] if (m, n) not in done]
+        for method, n in tqdm(todo, desc=f"{name}: memory"):
+            mem_rows = [r for r in mem_rows if (r["problem"], r["method"], r["steps"]) != (name, method, n)]
+            mem_rows.append(memory_row(name, method, n, args.device))
+            write_text_atomic(args.out / "memory.csv", _csv_text(mem_rows))
     for r in acc_rows:
-        print(f"{r['problem']:10s} {r['method']:24s} N={r['steps']:4d}  x_T {r['err_x_T']:.2e}  z {r['err_z']:.2e}  "
-              f"w {r['err_w']:.2e}")
+        print(f"{r['problem']:10s} {r['method']:24s} N={r['steps']:4d}  x_T {float(r['err_x_T']):.2e}  "
+              f"z {float(r['err_z']):.2e}  w {float(r['err_w']):.2e}")
     for r in mem_rows:
-        print(f"{r['problem']:10s} {r['method']:24s} N={r['steps']:4d}  {r['above_baseline_mib']:9.1f} MiB  "
-              f"{r['grad_s'] / r['plain_s']:6.2f} x one sampling pass")
+        note = f"  FAILED: {r['error']}" if r.get("error") else ""
+        print(f"{r['problem']:10s} {r['method']:24s} N={r['steps']:4d}  {float(r['above_baseline_mib']):9.1f} MiB  "
+              f"{float(r['grad_s']) / float(r['plain_s']):6.2f} x one sampling pass{note}")
 
 
 if __name__ == "__main__":

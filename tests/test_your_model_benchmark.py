@@ -35,3 +35,23 @@ def test_accuracy_rows_compare_each_method_with_the_reference(one_thread):
     assert rows[0]["err_x_T"] > 1e-6
     assert all(0 < v < 1 for v in reference["estimated_rel_error"].values())
     assert problem.x_T.dtype == torch.float64
+
+
+def test_the_run_writes_as_it_goes_and_resumes(tmp_path, monkeypatch, one_thread):
+    """Results are written after each stage; a second identical run recomputes nothing; another mode is refused."""
+    monkeypatch.setitem(ym.CONFIG, "tiny", dict(steps=[3], reference=6, memory_steps=[3]))
+    args = ["--mode", "tiny", "--problems", "flow-cfg", "--methods", "adjoint-1", "--out", str(tmp_path)]
+    ym.main(args)
+    acc = (tmp_path / "accuracy.csv").read_text().splitlines()
+    mem = (tmp_path / "memory.csv").read_text().splitlines()
+    assert len(acc) == 2 and acc[1].startswith("flow-cfg,adjoint-1,3,") and len(mem) == 2
+
+    def must_not_run(*a, **k):
+        raise AssertionError("recomputed a finished stage")
+
+    monkeypatch.setattr(ym, "accuracy", must_not_run)
+    monkeypatch.setattr(ym, "memory_row", must_not_run)
+    ym.main(args)
+    assert (tmp_path / "accuracy.csv").read_text().splitlines() == acc
+    with pytest.raises(SystemExit):
+        ym.main(["--mode", "quick", "--out", str(tmp_path)])
