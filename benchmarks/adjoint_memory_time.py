@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 import adjointlib as al
+from gradbench import peak_bytes
 from adjointlib.models import model_vjp
 
 
@@ -42,11 +42,6 @@ class ConvEpsModel(nn.Module):
         return x + 0.1 * self.net(x) * t.view(-1, 1, 1, 1)
 
 
-def _peak_bytes(device):
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
 
 def child(method, steps, device, batch, size):
     torch.manual_seed(0)
@@ -59,7 +54,7 @@ def child(method, steps, device, batch, size):
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    baseline = _peak_bytes(device)
+    baseline = peak_bytes(device)
     start = time.perf_counter()
     if method.startswith("adjoint"):
         x0 = al.sample(model, schedule, x_T, steps=steps, gradient=al.Adjoint(recompute=method != "adjoint"))
@@ -71,7 +66,7 @@ def child(method, steps, device, batch, size):
     if device == "cuda":
         torch.cuda.synchronize()
     backward_time = time.perf_counter() - start
-    peak = _peak_bytes(device)
+    peak = peak_bytes(device)
     result = dict(method=method, steps=steps, peak_mib=peak / 2**20, above_baseline_mib=(peak - baseline) / 2**20,
                   forward_s=forward_time, backward_s=backward_time)
     if method.startswith("adjoint"):  # the network work of the backward pass alone: `steps` evaluations + VJPs

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -26,11 +25,6 @@ import torch
 METHODS = ["adjoint-1", "adjoint-2M", "adjoint-1 (recomputed)", "backprop-1", "checkpoint-1", "blackbox-rk4",
            "reversible-1", "reversible-2"]
 
-
-def _peak_bytes(device):
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def _clock(device):
@@ -62,7 +56,7 @@ def child(method, steps, device, batch, size, channels):
         c1, w1 = _clock(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    baseline = _peak_bytes(device)
+    baseline = peak_bytes(device)
     x = x_T.clone().requires_grad_(True)
     zz = z.clone().requires_grad_(True)
     c2, w2 = _clock(device)
@@ -71,7 +65,7 @@ def child(method, steps, device, batch, size, channels):
     c3, w3 = _clock(device)
     x0.square().mean().backward()
     c4, w4 = _clock(device)
-    peak = _peak_bytes(device)
+    peak = peak_bytes(device)
     print(json.dumps(dict(method=method, steps=steps, device=device, peak_mib=peak / 2**20,
                           above_baseline_mib=(peak - baseline) / 2**20, plain_cpu_s=c1 - c0, plain_wall_s=w1 - w0,
                           grad_cpu_s=c4 - c2, grad_wall_s=w4 - w2, forward_cpu_s=c3 - c2,

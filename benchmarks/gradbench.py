@@ -52,11 +52,30 @@ def fit_window(sizes, errs, floor=1e-10, points=3):
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """rows (dicts) as CSV, atomically; the columns are the union of the rows' keys, in order of appearance."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def peak_bytes(device) -> int:
+    """Peak memory so far: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU this process's peak resident set
+    (VmHWM of /proc/self/status, Linux).  Not ``getrusage``'s ru_maxrss: Linux keeps it across exec, so a child
+    started from a large parent reports the parent's peak and every smaller child peak reads as 0."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def write_json(path: Path, data) -> None:

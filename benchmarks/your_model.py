@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -37,6 +35,7 @@ import torch
 import adjointlib as al
 from adjointlib.atomic import write_text_atomic
 from adjointlib.gradients.compare import METHODS as METHOD_KWARGS
+from gradbench import peak_bytes, write_csv
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "your_model"
 METHODS = ["adjoint-1", "adjoint-2M", "adjoint-1 (recomputed)", "backprop-1", "backprop-2M", "checkpoint-2M",
@@ -177,11 +176,6 @@ def accuracy(problem: Problem, methods, steps_list, reference_steps, progress=No
 
 
 # ---------------------------------------------------------------- memory: one subprocess per (problem, method, N)
-def _peak_bytes(device):
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-
 
 def _sync(device):
     if device == "cuda":
@@ -202,11 +196,11 @@ def child(problem_name, method, steps, device):
         w1 = _sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    baseline = _peak_bytes(device)
+    baseline = peak_bytes(device)
     w2 = _sync(device)
     grads = gradients(problem, method, steps)
     w3 = _sync(device)
-    peak = _peak_bytes(device)
+    peak = peak_bytes(device)
     print(json.dumps(dict(problem=problem_name, method=method, steps=steps, device=device,
                           above_baseline_mib=(peak - baseline) / 2**20, plain_s=w1 - w0, grad_s=w3 - w2,
                           finite=bool(all(torch.isfinite(g).all() for g in grads.values())))))
@@ -221,15 +215,6 @@ def memory_row(problem_name, method, steps, device) -> dict:
     last = (out.stderr.strip().splitlines() or ["exit status %d" % out.returncode])[-1]
     return dict(problem=problem_name, method=method, steps=steps, device=device, above_baseline_mib=float("nan"),
                 plain_s=float("nan"), grad_s=float("nan"), finite=False, error=last)
-
-
-def _csv_text(rows) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buffer.getvalue()
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -276,7 +261,7 @@ def main(argv=None):
                 rows, reference = accuracy(problem, args.methods, config["steps"], config["reference"], bar)
             acc_rows = [r for r in acc_rows if r["problem"] != name] + rows
             meta["problems"][name] = dict(description=problem.description, reference=reference)
-            write_text_atomic(args.out / "accuracy.csv", _csv_text(acc_rows))
+            write_csv(args.out / "accuracy.csv", acc_rows)
             write_text_atomic(meta_path, json.dumps(meta, indent=1))
         if args.skip_memory:
             continue
@@ -285,7 +270,7 @@ def main(argv=None):
         for method, n in tqdm(todo, desc=f"{name}: memory"):
             mem_rows = [r for r in mem_rows if (r["problem"], r["method"], r["steps"]) != (name, method, n)]
             mem_rows.append(memory_row(name, method, n, args.device))
-            write_text_atomic(args.out / "memory.csv", _csv_text(mem_rows))
+            write_csv(args.out / "memory.csv", mem_rows)
     for r in acc_rows:
         print(f"{r['problem']:10s} {r['method']:24s} N={r['steps']:4d}  x_T {float(r['err_x_T']):.2e}  "
               f"z {float(r['err_z']):.2e}  w {float(r['err_w']):.2e}")
