@@ -50,7 +50,6 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import resource
 import sys
 import time
 import traceback
@@ -58,6 +57,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from gradbench import peak_bytes
 
 METHODS = {  # label → sample() keywords (the "-1" rows of adjointlib.gradients.compare.METHODS)
     "adjoint": dict(sampler="ddim", gradient="adjoint"),
@@ -143,7 +144,7 @@ def _clock(device):
 
 
 def _rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return peak_bytes("cpu") / 2**20  # this process's peak resident set (gradbench.peak_bytes)
 
 
 def _child_setup(job):
