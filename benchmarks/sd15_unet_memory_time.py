@@ -25,7 +25,7 @@ imports but never computes, so the fork is safe and costs no re-import), spawned
     one plain no-grad DDIM sampling pass over N steps (the unit of time) → the measured gradient
     (sample + torch.autograd.grad, NFE counted by ``adjointlib.CountingModel``).
 Memory: CUDA: ``torch.cuda.max_memory_allocated`` during the gradient minus ``memory_allocated`` before it (the
-weights and inputs), after ``reset_peak_memory_stats``.  CPU: peak RSS (getrusage) minus the peak RSS after the
+weights and inputs), after ``reset_peak_memory_stats``.  CPU: peak RSS (VmHWM, gradbench.peak_bytes) minus the peak RSS after the
 plain pass (weights, inputs and a no-grad pass's transients).  Time: wall-clock (CUDA synchronised) of sampling +
 backward, in seconds and as a multiple of the plain pass measured in the same process; CPU time too.
 Float32 runs use IEEE float32 (``adjointlib.exact_float32``: TF32 off on CUDA), so the accuracy figures compare
@@ -451,7 +451,7 @@ def main(argv=None):
                   memory_definition=("peak allocated during the gradient above the allocation before it (weights, "
                                      "inputs): torch.cuda.max_memory_allocated" if device.startswith("cuda") else
                                      "peak RSS during the gradient above the peak RSS after one plain no-grad "
-                                     "sampling pass (weights, inputs, one no-grad pass's transients): getrusage"),
+                                     "sampling pass (weights, inputs, one no-grad pass's transients): VmHWM"),
                   time_definition="wall clock of sample() + autograd.grad (CUDA synchronised), and that over one "
                                   "plain no-grad DDIM pass of N steps timed in the same process",
                   budget_s=args.budget_s, stage_timeout_s=args.stage_timeout_s)
