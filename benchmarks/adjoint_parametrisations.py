@@ -29,13 +29,14 @@ from gradbench import RESULTS, SCHEDULE, errors, toy_problem, write_csv
 from small_unet import small_unet
 
 
-def _scalars(t):
+def _scalars(t, schedule):
     t = torch.tensor(float(t), dtype=torch.float64)
-    return float(SCHEDULE.alpha(t)), float(SCHEDULE.sigma(t)), float(SCHEDULE.lam(t))
+    return float(schedule.alpha(t)), float(schedule.sigma(t)), float(schedule.lam(t))
 
 
-def adjoint(model, times, trajectory, cot, z, params, order, form):
-    """Recorded-state adjoint of <cot, x_0> in the ε form, the data form or the hybrid (module doc)."""
+def adjoint(model, times, trajectory, cot, z, params, order, form, schedule=SCHEDULE):
+    """Recorded-state adjoint of <cot, x_0> in the ε form, the data form or the hybrid (module doc), on ``schedule``
+    (any Gaussian path: the forms use only α, σ and λ; chapter 11 runs them on rectified flow)."""
     a_x = cot
     inputs = ([z] if z is not None else []) + list(params)
     acc = [torch.zeros_like(p) for p in inputs]
@@ -45,10 +46,10 @@ def adjoint(model, times, trajectory, cot, z, params, order, form):
         z_leaf = None if z is None else z.detach().requires_grad_(True)
         leaves = ([z_leaf] if z is not None else []) + list(params)
         _, v_x, v_rest = model_vjp(model, trajectory.states[j + 1], float(t), z_leaf, a_x, leaves)
-        (a_t, s_t, l_t), (a_s, s_s, l_s) = _scalars(t), _scalars(s)
+        (a_t, s_t, l_t), (a_s, s_s, l_s) = _scalars(t, schedule), _scalars(s, schedule)
         h = l_s - l_t
         if form == "eps" or (form == "hybrid" and l_t >= 0.0):
-            a_x, increments = ADJOINT_STEPS[order](SCHEDULE, a_x, t, s, (v_x, *v_rest), prev=prev_eps)
+            a_x, increments = ADJOINT_STEPS[order](schedule, a_x, t, s, (v_x, *v_rest), prev=prev_eps)
             prev_eps, prev_data = ((t, (v_x, *v_rest)) if order == 2 else None), None
         else:
             u = [s_t**2 * (a_x - s_t * v_x) / a_t] + [-(s_t**2) * v / a_t for v in v_rest]
