@@ -19,6 +19,7 @@ exponential integrators' step h = λ_t − λ_s is infinite there.
 """
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -36,64 +37,41 @@ def _as_float(t) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.to(torch.float32)
 
 
-class NoiseSchedule:
+class NoiseSchedule(abc.ABC):
     """Base class: a Gaussian path x_t = α_t x_0 + σ_t ε on [t_min, t_max] (module doc).
 
-    Subclasses implement ``alpha``, ``sigma``, ``lam``, ``t_of_lam``, ``d_alpha_dt`` and ``d_sigma_dt``; the
-    drift f, the squared diffusion g² (eq. 1.5) and the solver coefficients follow.
+    Subclasses implement the abstract ``alpha``, ``sigma``, ``lam``, ``t_of_lam``, ``d_alpha_dt`` and ``d_sigma_dt``
+    (a subclass missing one cannot be instantiated: TypeError); the drift f, the squared diffusion g² (eq. 1.5) and
+    the solver coefficients follow.
     """
 
     t_min: float
     t_max: float
     range_hint: str = ""  # appended to check_times' message
 
+    @abc.abstractmethod
     def alpha(self, t) -> torch.Tensor:
-        """α_t, the signal scale.  Shape of ``t``.
+        """α_t, the signal scale.  Shape of ``t``."""
 
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def sigma(self, t) -> torch.Tensor:
-        """σ_t, the noise scale.  Shape of ``t``.
+        """σ_t, the noise scale.  Shape of ``t``."""
 
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def lam(self, t) -> torch.Tensor:
-        """Half log-SNR λ_t = log α_t − log σ_t (paper §1.2).  Shape of ``t``.
+        """Half log-SNR λ_t = log α_t − log σ_t (paper §1.2).  Shape of ``t``."""
 
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def t_of_lam(self, lam) -> torch.Tensor:
-        """Inverse of λ: t_λ(λ_t) = t.  Shape of ``lam``.
+        """Inverse of λ: t_λ(λ_t) = t.  Shape of ``lam``."""
 
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def d_alpha_dt(self, t) -> torch.Tensor:
-        """dα_t/dt, per unit of the schedule's time.  Shape of ``t``.
+        """dα_t/dt, per unit of the schedule's time.  Shape of ``t``."""
 
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def d_sigma_dt(self, t) -> torch.Tensor:
-        """dσ_t/dt, per unit of the schedule's time.  Shape of ``t``.
-
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
+        """dσ_t/dt, per unit of the schedule's time.  Shape of ``t``."""
 
     def f(self, t) -> torch.Tensor:
         """Drift coefficient f(t) = d log α_t / dt (paper eq. 1.5).  Shape of ``t``."""
@@ -148,29 +126,17 @@ class VPSchedule(NoiseSchedule):
     Subclasses implement ``log_alpha``, ``d_log_alpha_dt`` and ``t_of_log_alpha``.
     """
 
+    @abc.abstractmethod
     def log_alpha(self, t: torch.Tensor) -> torch.Tensor:
-        """log α_t for t in the schedule's time unit.  Shape of ``t``.
+        """log α_t for t in the schedule's time unit.  Shape of ``t``."""
 
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def d_log_alpha_dt(self, t: torch.Tensor) -> torch.Tensor:
-        """d log α_t / dt = f(t) (paper eq. 1.5), per unit of the schedule's time.  Shape of ``t``.
+        """d log α_t / dt = f(t) (paper eq. 1.5), per unit of the schedule's time.  Shape of ``t``."""
 
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def t_of_log_alpha(self, log_alpha: torch.Tensor) -> torch.Tensor:
-        """Inverse of log α: the time t (schedule's unit) with log α_t = ``log_alpha``.  Shape of ``log_alpha``.
-
-        Raises:
-            NotImplementedError: a subclass does not implement it.
-        """
-        raise NotImplementedError
+        """Inverse of log α: the time t (schedule's unit) with log α_t = ``log_alpha``.  Shape of ``log_alpha``."""
 
     def alpha(self, t) -> torch.Tensor:
         """α_t = exp(log α_t).  Shape of ``t``."""
@@ -208,6 +174,7 @@ class VPSchedule(NoiseSchedule):
         """Squared diffusion coefficient g²(t) = −2σ_t² dλ_t/dt = −2 f(t) for α² + σ² = 1
         (paper eqs. 1.5, B.6).  Shape of ``t``."""
         return -2.0 * self.f(t)
+
 
 class LinearVP(VPSchedule):
     """Linear-β VP schedule of Song et al. (2021) on continuous t ∈ [t_min, 1].
