@@ -35,7 +35,7 @@ import torch
 import adjointlib as al
 from adjointlib.atomic import write_text_atomic
 from adjointlib.gradients.compare import METHODS as METHOD_KWARGS
-from gradbench import peak_bytes, write_csv
+from gradbench import errors, peak_bytes, write_csv
 
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "your_model"
 METHODS = ["adjoint-1", "adjoint-2M", "adjoint-1 (recomputed)", "backprop-1", "backprop-2M", "checkpoint-2M",
@@ -75,6 +75,7 @@ def smooth_in_time(unet, max_frequency: float = MAX_TIME_FREQUENCY) -> None:
     infer this from high-order solvers reaching their orders on trained models, not from a measurement here)."""
     import math
 
+    # diffusers.models.embeddings.get_timestep_embedding: frequency_k = exp(−log(max_period) k/(half − shift))
     proj = unet.time_proj
     half = proj.num_channels // 2
     exponent = -math.log(proj.max_period if hasattr(proj, "max_period") else 10000) * torch.arange(half, dtype=torch.float64)
@@ -155,21 +156,17 @@ def gradients(problem: Problem, method: str, steps: int) -> dict:
     return dict(x_T=g_x, z=g_z, w=g_w.reshape(1))
 
 
-def relative(a, b) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 def accuracy(problem: Problem, methods, steps_list, reference_steps, progress=None):
     """(rows, reference info): one row per (method, N) with the relative errors of x_T, z and w."""
     reference = gradients(problem, "backprop-2M", reference_steps)
     coarse = gradients(problem, "backprop-2M", reference_steps // 2)
-    ref_error = {k: relative(coarse[k], reference[k]) / 3 for k in reference}
+    ref_error = {k: e / 3 for k, e in errors(coarse, reference).items()}
     rows = []
     for method in methods:
         for n in steps_list:
             got = gradients(problem, method, n)
             rows.append(dict(problem=problem.name, method=method, steps=n,
-                             **{f"err_{k}": relative(got[k], reference[k]) for k in reference}))
+                             **{f"err_{k}": e for k, e in errors(got, reference).items()}))
             if progress is not None:
                 progress.update()
     return rows, dict(method="backprop-2M", steps=reference_steps, estimated_rel_error=ref_error)
