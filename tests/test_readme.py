@@ -82,3 +82,26 @@ def test_readme_claims_about_the_adjoint_on_rectified_flow():
     for phrase in ("243× off at N = 20, 23 % at N = 100", "1.2 % at N = 400", "2.7 %, 0.12 % and 0.007 % off",
                    "(dL/dz: 12 %, 0.011 %, 0.0006 % for the adjoint)"):
         assert phrase in text, phrase
+
+
+def test_readme_claims_about_an_integer_steps_on_the_latent_pipeline():
+    """steps=N (λ-uniform from t = 999) is another sampler than diffusers' DDIM loop: the README's x_0 gaps (the
+    pipeline's own grid, latent.ddim_timestep_grid, matching it is tests/test_latent.py's)."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    from adjointlib import latent
+
+    pipe = latent.tiny_text_to_image(seed=0, dtype=torch.float64)
+    pipe.set_progress_bar_config(disable=True)
+    model, schedule = latent.pipeline_model(pipe, guidance_scale=7.5)
+    z, z_u = latent.prompt_embeddings(pipe, ["a smiling face"]), latent.prompt_embeddings(pipe, "")
+    x_T = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for n, stated in ((20, 0.32), (50, 0.11), (500, 2e-4)):
+        with torch.no_grad():
+            theirs = pipe(prompt_embeds=z, negative_prompt_embeds=z_u, guidance_scale=7.5, latents=x_T,
+                          num_inference_steps=n, eta=0.0, output_type="latent").images
+            ours = al.sample(model, schedule, x_T, z, steps=n, gradient="backprop")
+        gap = float((ours - theirs).norm() / theirs.norm())
+        assert abs(gap / stated - 1) < 0.1, (n, gap)
+    assert "32 % apart at N = 20, 11 % at N = 50, 0.02 % at N = 500" in " ".join(README.read_text().split())
